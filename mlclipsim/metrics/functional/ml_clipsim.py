@@ -1,0 +1,301 @@
+"""ML-CLIPSim, the functional core: a full-reference similarity on a frozen encoder.
+
+For a distorted image x and its reference r, with token maps f_l(.) of chosen layers l (N,T,C) and
+global embeddings g(.) (N,D)::
+
+    ML-CLIPSim(x, r) = sum_l w_l * mean_t m(cos(f_l(x)[t], f_l(r)[t])) + w_g * m(cos(g(x), g(r)))
+
+with non-negative weights normalised to sum 1 and m a map of cosines into [0,1]:
+
+- ``"clamp"`` (default): m(c) = min(max(c, 0), 1). A token whose features point away from the
+  reference's is as wrong as an unrelated one; the full [0,1] range stays for the cosines that
+  actually occur between an image and a degraded copy (mostly positive), so the score keeps its
+  resolution where it matters. Tokens clamped at 0 pass no gradient.
+- ``"rescale"``: m(c) = (c + 1) / 2. Every token keeps a gradient (useful for codecs trained from
+  scratch, whose first reconstructions are unrelated to the input), at the price of a compressed
+  range: unrelated images score about 0.5.
+
+The cosine is computed on vectors augmented with a constant sqrt(eps): it equals 1 exactly for
+identical tokens (also two all-zero tokens, e.g. dead ReLU positions), lies in [-1,1], and has a
+finite gradient everywhere, including at zero vectors and at identical inputs.
+
+Identical images score 1. Higher is better.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from mlclipsim.backbones import EMBEDDING, EncoderOutput, FrozenEncoder, create_backbone
+from mlclipsim.metrics.input_checks import check_device, check_images, check_same_shape
+from mlclipsim.metrics.layer_weights import resolve_layer_weights
+
+COSINE_EPS = 1e-6
+
+COSINE_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "clamp": lambda c: c.clamp(0.0, 1.0),
+    "rescale": lambda c: ((c + 1.0) / 2.0).clamp(0.0, 1.0),
+}
+
+Reduction = Literal["mean", "sum", "none"]
+
+
+def augmented_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = COSINE_EPS) -> torch.Tensor:
+    """Cosine over the last dimension of [a, sqrt(eps)] and [b, sqrt(eps)]; (..., C) -> (...)."""
+    a, b = a.float(), b.float()
+    dot = (a * b).sum(-1) + eps
+    norms = torch.sqrt((a * a).sum(-1) + eps) * torch.sqrt((b * b).sum(-1) + eps)
+    return dot / norms
+
+
+def similarity_components(
+    pred: EncoderOutput,
+    ref: EncoderOutput,
+    layers: Sequence[str],
+    cosine_map: str = "clamp",
+    token_weights: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Per-layer similarities in [0,1]: (N, len(layers) + 1), the last column the global embedding.
+
+    ``token_weights`` optionally maps a layer to non-negative (N, T) weights for the spatial mean.
+    """
+    mapping = get_cosine_map(cosine_map)
+    columns = []
+    for layer in layers:
+        per_token = mapping(augmented_cosine(pred.tokens[layer], ref.tokens[layer]))  # (N, T)
+        if token_weights is not None and layer in token_weights:
+            weights = token_weights[layer].to(per_token)
+            columns.append((per_token * weights).sum(-1) / weights.sum(-1).clamp_min(1e-12))
+        else:
+            columns.append(per_token.mean(-1))
+    columns.append(mapping(augmented_cosine(pred.embedding, ref.embedding)))
+    return torch.stack(columns, dim=-1)
+
+
+def get_cosine_map(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    try:
+        return COSINE_MAPS[name]
+    except KeyError:
+        raise ValueError(f"Unknown cosine_map {name!r}; choose one of {sorted(COSINE_MAPS)}.") from None
+
+
+def reduce(values: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """Reduce a per-image (N,) tensor: ``"mean"``, ``"sum"`` or ``"none"`` (unchanged)."""
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "sum":
+        return values.sum()
+    if reduction == "none":
+        return values
+    raise ValueError(f"Unknown reduction {reduction!r}; choose 'mean', 'sum' or 'none'.")
+
+
+@dataclass
+class ReferenceFeatures:
+    """Reference-image features computed once (without gradients) and reused.
+
+    Get them from ``MLCLIPSim.reference_features(target)`` (or the loss / scorer of the same name)
+    and pass them wherever a target image is accepted. They remember which scorer made them and the
+    image size, so a mismatch is an error instead of a silently wrong score.
+
+    Attributes:
+        features: the detached encoder output for the reference batch.
+        image_size: (H, W) of the reference images.
+        fingerprint: identifies the encoder, layers and preprocessing that produced them.
+    """
+
+    features: EncoderOutput
+    image_size: tuple[int, int]
+    fingerprint: tuple
+
+    @property
+    def batch_size(self) -> int:
+        return self.features.batch_size
+
+    def select(self, index: torch.Tensor | slice) -> ReferenceFeatures:
+        """Rows of the batch (e.g. to pair them with a sub-batch of distorted images)."""
+        return ReferenceFeatures(self.features.select(index), self.image_size, self.fingerprint)
+
+
+class MLCLIPSimScorer(nn.Module):
+    """The frozen encoder plus layer weights: ``scorer(preds, target) -> (N,)`` similarities in [0,1].
+
+    This is the engine behind :func:`ml_clipsim`, :class:`~mlclipsim.MLCLIPSim` and
+    :class:`~mlclipsim.MLCLIPSimLoss`.
+
+    Args:
+        backbone: a backbone name (``mlclipsim.backbones.list_backbones()`` or an open_clip model name)
+            or an already built :class:`~mlclipsim.backbones.FrozenEncoder`.
+        pretrained: pretrained tag, weights path, ``"random"`` (by name only), or None for the default.
+        layers: token layers to compare; None for the backbone's default layers (or the calibrated
+            ones shipped for it).
+        weights: non-negative weights keyed by layer name and ``"embedding"``; normalised to sum 1.
+            None: the calibrated weights shipped for the backbone, else uniform.
+        resize: ``"resize"`` (default), ``"center_crop"`` or ``"tile"``; see
+            :mod:`mlclipsim.backbones.preprocessing` for why whole-image resize is the default.
+        cosine_map: ``"clamp"`` (default) or ``"rescale"``: how negative cosines map into [0,1].
+        allow_download: allow the upstream weight download (default: unless MLCLIPSIM_OFFLINE=1).
+        backbone_options: passed to the encoder, e.g. ``include_class_token=True`` for ViTs.
+
+    The frozen encoder's parameters are left out of ``state_dict()`` (they come from their weight
+    source, and a codec checkpoint should not carry hundreds of MB of CLIP); the layer weights are in.
+    """
+
+    def __init__(
+        self,
+        backbone: str | FrozenEncoder = "ViT-B-32",
+        pretrained: str | os.PathLike | None = None,
+        layers: Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+        resize: str = "resize",
+        cosine_map: str = "clamp",
+        allow_download: bool | None = None,
+        **backbone_options: Any,
+    ) -> None:
+        super().__init__()
+        if isinstance(backbone, FrozenEncoder):
+            if pretrained is not None or backbone_options:
+                raise ValueError("pretrained and backbone options apply when backbone is a name, "
+                                 "not an already built encoder.")
+            encoder = backbone
+        elif isinstance(backbone, str):
+            encoder = create_backbone(backbone, pretrained=pretrained, resize=resize,
+                                      allow_download=allow_download, **backbone_options)
+        else:
+            raise TypeError(f"backbone must be a name or a FrozenEncoder, got {type(backbone).__name__}.")
+        get_cosine_map(cosine_map)
+        self.encoder = encoder
+        self.cosine_map = cosine_map
+        self.layers, weight_vector = resolve_layer_weights(encoder, layers, weights)
+        self.register_buffer("layer_weights", weight_vector)
+        self._register_state_dict_hook(_drop_encoder_keys)
+        self.register_load_state_dict_post_hook(_ignore_missing_encoder_keys)
+
+    @property
+    def device(self) -> torch.device:
+        return self.layer_weights.device
+
+    @property
+    def fingerprint(self) -> tuple:
+        return (self.encoder.name, self.encoder.resize_policy, self.layers, id(self.encoder))
+
+    def weights_by_name(self) -> dict[str, float]:
+        """The normalised weights, keyed by layer name and ``"embedding"``."""
+        return dict(zip((*self.layers, EMBEDDING), self.layer_weights.tolist()))
+
+    def _encode(self, images: torch.Tensor) -> EncoderOutput:
+        return self.encoder(images.to(self.layer_weights.dtype), self.layers)
+
+    def reference_features(self, target: torch.Tensor, validate: bool = True) -> ReferenceFeatures:
+        """Encode reference images (N,3,H,W) in [0,1] once, without gradients."""
+        if validate:
+            if isinstance(target, torch.Tensor):
+                check_device(target, self.device, "target")
+            check_images(target, "target")
+        with torch.no_grad():
+            features = self._encode(target).detach()
+        return ReferenceFeatures(features, tuple(target.shape[-2:]), self.fingerprint)
+
+    def _reference(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures,
+                   validate: bool) -> EncoderOutput:
+        if isinstance(target, ReferenceFeatures):
+            if target.fingerprint != self.fingerprint:
+                raise ValueError("These reference features were computed by another ML-CLIPSim configuration "
+                                 "(backbone, layers or resize policy); compute them with this metric's "
+                                 "reference_features().")
+            if target.batch_size != preds.shape[0] or target.image_size != tuple(preds.shape[-2:]):
+                raise ValueError(f"Reference features are for {target.batch_size} image(s) of size "
+                                 f"{target.image_size}, but preds has shape {tuple(preds.shape)}; pair each "
+                                 "distorted image with its own reference (use ReferenceFeatures.select for a "
+                                 "sub-batch).")
+            if target.features.embedding.device != preds.device:
+                raise ValueError(f"Reference features are on {target.features.embedding.device} but preds "
+                                 f"on {preds.device}; compute them on the same device.")
+            return target.features
+        if validate:
+            check_images(target, "target")
+            check_same_shape(preds, target)
+        return self.reference_features(target, validate=False).features
+
+    def components(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures,
+                   validate: bool = True, range_tolerance: float = 1e-3) -> torch.Tensor:
+        """Per-layer similarities (N, L+1) in [0,1], columns ordered as ``(*self.layers, "embedding")``."""
+        if validate:
+            if isinstance(preds, torch.Tensor):
+                check_device(preds, self.device, "preds")
+            check_images(preds, "preds", range_tolerance=range_tolerance)
+        reference = self._reference(preds, target, validate)
+        return similarity_components(self._encode(preds), reference, self.layers, self.cosine_map)
+
+    def forward(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures,
+                validate: bool = True, range_tolerance: float = 1e-3) -> torch.Tensor:
+        """Similarity per image: preds (N,3,H,W) and target (same shape, or its ReferenceFeatures) -> (N,)."""
+        parts = self.components(preds, target, validate=validate, range_tolerance=range_tolerance)
+        return parts @ self.layer_weights.to(parts.dtype)
+
+
+def _drop_encoder_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "encoder.")]:
+        del state_dict[key]
+
+
+def _ignore_missing_encoder_keys(module: nn.Module, incompatible_keys: Any) -> None:
+    missing = incompatible_keys.missing_keys
+    for key in [k for k in missing if ".encoder." in f".{k}" or k.startswith("encoder.")]:
+        missing.remove(key)
+
+
+@lru_cache(maxsize=4)
+def _cached_scorer(backbone: str, pretrained: str | None, layers: tuple | None, weights: tuple | None,
+                   resize: str, cosine_map: str, options: tuple) -> MLCLIPSimScorer:
+    return MLCLIPSimScorer(backbone, pretrained=pretrained, layers=layers,
+                           weights=dict(weights) if weights is not None else None,
+                           resize=resize, cosine_map=cosine_map, **dict(options))
+
+
+def ml_clipsim(
+    preds: torch.Tensor,
+    target: torch.Tensor | ReferenceFeatures,
+    backbone: str | FrozenEncoder = "ViT-B-32",
+    pretrained: str | os.PathLike | None = None,
+    layers: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+    resize: str = "resize",
+    cosine_map: str = "clamp",
+    reduction: Reduction = "mean",
+    **backbone_options: Any,
+) -> torch.Tensor:
+    """ML-CLIPSim between distorted ``preds`` and reference ``target``.
+
+    Args:
+        preds: distorted images (N,3,H,W), float in [0,1]; gradients flow to them.
+        target: reference images of the same shape (no gradients), or their ``ReferenceFeatures``.
+        backbone, pretrained, layers, weights, resize, cosine_map, backbone_options: as for
+            :class:`MLCLIPSimScorer`. A named backbone is built once and cached (up to 4 configurations).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` for the (N,) per-image scores.
+
+    Returns:
+        The reduced similarity; 1 for identical images, higher is better.
+
+    Example:
+        >>> score = ml_clipsim(distorted, reference, backbone="ViT-B-32", pretrained="openai")  # doctest: +SKIP
+    """
+    if isinstance(backbone, FrozenEncoder):
+        scorer = MLCLIPSimScorer(backbone, layers=layers, weights=weights, cosine_map=cosine_map)
+    else:
+        scorer = _cached_scorer(
+            backbone, None if pretrained is None else str(pretrained),
+            None if layers is None else tuple(layers),
+            None if weights is None else tuple(sorted(weights.items())),
+            resize, cosine_map, tuple(sorted(backbone_options.items())),
+        )
+    if isinstance(preds, torch.Tensor) and scorer.device != preds.device:
+        scorer.to(preds.device)
+    return reduce(scorer(preds, target), reduction)

@@ -1,0 +1,131 @@
+"""ML-CLIPSim as a torchmetrics Metric and as an nn.Module loss (thin shells over the functional core)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+from mlclipsim.backbones import FrozenEncoder
+from mlclipsim.metrics.functional.ml_clipsim import (
+    MLCLIPSimScorer,
+    Reduction,
+    ReferenceFeatures,
+    reduce,
+)
+
+LOSS_RANGE_TOLERANCE = 0.5
+"""The loss accepts predictions this far outside [0,1]: an untrained codec's reconstructions stray."""
+
+
+class MLCLIPSim(Metric):
+    """ML-CLIPSim: how much of what a frozen CLIP-like encoder sees in the reference survives.
+
+    ``update(preds, target)`` with ``preds`` the distorted images and ``target`` the references
+    (N,3,H,W), float in [0,1] (or ``target`` as :class:`ReferenceFeatures` from
+    :meth:`reference_features`). ``forward`` returns the batch mean with its autograd graph;
+    ``compute`` returns the mean over every image of every update (synchronised across processes).
+    1 for identical images, higher is better.
+
+    Args:
+        backbone: open_clip model name (default ``"ViT-B-32"``), registered backbone name
+            (``mlclipsim.backbones.list_backbones()``) or a built FrozenEncoder.
+        pretrained: open_clip tag (default ``"openai"`` where available), weights path, or ``"random"``.
+        layers, weights, resize, cosine_map, allow_download, backbone_options: see
+            :class:`~mlclipsim.metrics.functional.ml_clipsim.MLCLIPSimScorer`.
+        kwargs: torchmetrics Metric options (``dist_sync_on_step``, ``sync_on_compute``, ...).
+
+    Example:
+        >>> metric = MLCLIPSim(backbone="ViT-B-32", pretrained="openai")  # doctest: +SKIP
+        >>> metric.update(distorted, reference); metric.compute()          # doctest: +SKIP
+    """
+
+    is_differentiable = True
+    higher_is_better = True
+    full_state_update = False
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
+
+    score_sum: torch.Tensor
+    total: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: str | FrozenEncoder = "ViT-B-32",
+        pretrained: str | os.PathLike | None = None,
+        layers: Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+        resize: str = "resize",
+        cosine_map: str = "clamp",
+        allow_download: bool | None = None,
+        backbone_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.scorer = MLCLIPSimScorer(backbone, pretrained=pretrained, layers=layers, weights=weights,
+                                      resize=resize, cosine_map=cosine_map, allow_download=allow_download,
+                                      **dict(backbone_options or {}))
+        self.add_state("score_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def reference_features(self, target: torch.Tensor) -> ReferenceFeatures:
+        """Encode references once (no gradients) to pass again as ``target``."""
+        return self.scorer.reference_features(target)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures) -> None:
+        """Score a batch and add it to the running mean."""
+        scores = self.scorer(preds, target)
+        self.score_sum = self.score_sum + scores.sum().to(self.score_sum.dtype)
+        self.total = self.total + scores.numel()
+
+    def compute(self) -> torch.Tensor:
+        """Mean ML-CLIPSim over all images seen since the last reset (float32 scalar)."""
+        if int(self.total) == 0:
+            raise RuntimeError("MLCLIPSim.compute() was called before any update(); nothing to average.")
+        return (self.score_sum / self.total).float()
+
+
+class MLCLIPSimLoss(nn.Module):
+    """``1 - ML-CLIPSim`` as a loss for training (e.g. a codec's distortion term).
+
+    ``loss(preds, target)`` with preds (N,3,H,W) the reconstructions (gradients flow to them; values
+    up to 0.5 outside [0,1] are accepted, since an untrained codec's output strays) and target the
+    references or their :class:`ReferenceFeatures` (compute those once with
+    :meth:`reference_features` when the same references are scored many times).
+
+    Args:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-image (N,) losses).
+        other arguments: as for :class:`MLCLIPSim`. For codecs trained from scratch consider
+            ``cosine_map="rescale"`` so that early, unrelated reconstructions still get gradients.
+    """
+
+    def __init__(
+        self,
+        backbone: str | FrozenEncoder = "ViT-B-32",
+        pretrained: str | os.PathLike | None = None,
+        layers: Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+        resize: str = "resize",
+        cosine_map: str = "clamp",
+        reduction: Reduction = "mean",
+        allow_download: bool | None = None,
+        **backbone_options: Any,
+    ) -> None:
+        super().__init__()
+        reduce(torch.zeros(1), reduction)  # validates the name early
+        self.reduction = reduction
+        self.scorer = MLCLIPSimScorer(backbone, pretrained=pretrained, layers=layers, weights=weights,
+                                      resize=resize, cosine_map=cosine_map, allow_download=allow_download,
+                                      **backbone_options)
+
+    def reference_features(self, target: torch.Tensor) -> ReferenceFeatures:
+        """Encode references once (no gradients) to pass again as ``target``."""
+        return self.scorer.reference_features(target)
+
+    def forward(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures) -> torch.Tensor:
+        similarity = self.scorer(preds, target, range_tolerance=LOSS_RANGE_TOLERANCE)
+        return reduce(1.0 - similarity, self.reduction)

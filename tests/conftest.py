@@ -1,0 +1,80 @@
+"""Shared fixtures: no downloads, the shared photos/models, tiny open_clip models made on purpose."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# Nothing downloads in tests: a missing weight file must fail loudly, never fetch or fall back.
+os.environ.setdefault("MLCLIPSIM_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MLCLIPSIM_SHARED_DIR", REPO.parent / "shared"))
+os.environ.setdefault("MLCLIPSIM_MODELS_DIR", str(SHARED / "models"))
+
+TINY_VIT = "mlclipsim-test-vit"
+TINY_RESNET = "mlclipsim-test-rn"
+_TEXT = {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}
+TINY_CONFIGS = {
+    TINY_VIT: {"embed_dim": 16, "vision_cfg": {"image_size": 64, "layers": 4, "width": 32, "head_width": 16,
+                                               "patch_size": 16}, "text_cfg": _TEXT},
+    TINY_RESNET: {"embed_dim": 16, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8,
+                                                  "patch_size": None}, "text_cfg": _TEXT},
+}
+
+
+def _register_tiny_models() -> None:
+    import open_clip
+
+    from mlclipsim.backbones import register_open_clip_config
+
+    for name, config in TINY_CONFIGS.items():
+        if name not in open_clip.list_models():
+            register_open_clip_config(name, config)
+
+
+_register_tiny_models()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "data" / "images").is_dir():
+        pytest.skip(f"shared photos not found at {SHARED} (set MLCLIPSIM_SHARED_DIR)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def astronaut(shared_dir: Path) -> torch.Tensor:
+    """The astronaut photo, shrunk to 256x256, as (1,3,256,256) in [0,1]."""
+    from PIL import Image
+
+    with Image.open(shared_dir / "data" / "images" / "skimage_astronaut.png") as image:
+        array = np.array(image.convert("RGB").resize((256, 256), Image.BICUBIC), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1)[None]
+
+
+def tiny_encoder(name: str = TINY_VIT, seed: int = 0, **options):
+    """A small randomly initialised open_clip encoder (random weights asked for by name)."""
+    from mlclipsim.backbones import create_backbone
+
+    torch.manual_seed(seed)
+    return create_backbone(name, pretrained="random", **options)
+
+
+@pytest.fixture(scope="session")
+def mobilenet():
+    """The real offline MobileNetV2 encoder (ImageNet weights from the offline package)."""
+    from mlclipsim.backbones import create_backbone
+
+    return create_backbone("torchvision/mobilenet_v2")
+
+
+def random_images(n: int = 2, size: tuple[int, int] = (64, 64), seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, *size, generator=generator)
