@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import TINY_RESNET, TINY_VIT, random_images, tiny_encoder
+
 from mlclipsim.backbones import (
     MissingWeightsError,
     create_backbone,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import TINY_VIT, random_images, tiny_encoder
+
 from mlclipsim import MLCLIPSim, MLCLIPSimLoss, ml_clipsim
 
 

