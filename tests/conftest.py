@@ -15,7 +15,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MLCLIPSIM_SHARED_DIR", REPO.parent / "shared"))
+
+
+def _find_shared() -> Path:
+    """$MLCLIPSIM_SHARED_DIR, else ../shared beside the checkout, else /work/shared (this workplace's)."""
+    if os.environ.get("MLCLIPSIM_SHARED_DIR"):
+        return Path(os.environ["MLCLIPSIM_SHARED_DIR"])
+    for candidate in (REPO.parent / "shared", Path("/work/shared")):
+        if (candidate / "data" / "images").is_dir():
+            return candidate
+    return REPO.parent / "shared"
+
+
+SHARED = _find_shared()
+os.environ.setdefault("MLCLIPSIM_SHARED_DIR", str(SHARED))
 os.environ.setdefault("MLCLIPSIM_MODELS_DIR", str(SHARED / "models"))
 
 TINY_VIT = "mlclipsim-test-vit"
