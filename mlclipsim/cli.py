@@ -75,6 +75,86 @@ register_command("score", "ML-CLIPSim of distorted images against their referenc
                  _score_setup, _run_score)
 
 
+# ----------------------------------------------------------------------------- build-dataset / build-pairs
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes I/N, e.g. 0/4, got {text!r}") from None
+    return index, count
+
+
+def _build_dataset_setup(parser: argparse.ArgumentParser) -> None:
+    from mlclipsim.data.build_dataset import DEFAULT_TASK_MODELS
+    from mlclipsim.distortions import SYNTHETIC_NAMES
+
+    parser.add_argument("--images", required=True, help="folder of reference photos")
+    parser.add_argument("--out", required=True, help="dataset folder (created; re-running resumes)")
+    parser.add_argument("--task-models", nargs="+", default=list(DEFAULT_TASK_MODELS),
+                        help=f"task-model registry names (default: {' '.join(DEFAULT_TASK_MODELS)})")
+    parser.add_argument("--roi-models", nargs="+", default=None,
+                        help="models whose reference predictions make the ROI (default: the detectors, "
+                             "segmenters and face detectors among --task-models)")
+    parser.add_argument("--distortions", nargs="+", default=list(SYNTHETIC_NAMES))
+    parser.add_argument("--region-pairs", type=int, default=2,
+                        help="ROI-dominated severity pairs drawn per type (mirrored for background-dominated); "
+                             "10 = the full MIQD product")
+    parser.add_argument("--crops-per-image", type=int, default=1)
+    parser.add_argument("--size", type=int, default=512, help="long side of crop 0 / side of square crops (px)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=1, help="CPU processes (Lightning DDP)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per process")
+    parser.add_argument("--shard", type=_shard, default=(0, 1), help="I/N: this machine's share of the photos")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many photos (for a trial run)")
+
+
+def _run_build_dataset(args: argparse.Namespace) -> int:
+    from mlclipsim.data.build_dataset import BuildConfig, build_dataset
+
+    config = BuildConfig(
+        images=args.images, out=args.out, task_models=tuple(args.task_models),
+        roi_models=tuple(args.roi_models) if args.roi_models else None, distortions=tuple(args.distortions),
+        region_pairs=args.region_pairs, crops_per_image=args.crops_per_image, size=args.size, seed=args.seed,
+        processes=args.processes, threads=args.threads, shard=args.shard, limit=args.limit,
+    )
+    summary = build_dataset(config)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    for failure in summary["failures"]:
+        print(f"skipped unreadable photo: {failure} (see {args.out}/failures/)", file=sys.stderr)
+    return 0
+
+
+def _build_pairs_setup(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="a folder made by `mlclipsim build-dataset`")
+    parser.add_argument("--pairs-per-reference", type=int, default=8)
+    parser.add_argument("--tol-db", type=float, default=0.25)
+    parser.add_argument("--distortions", nargs="+", default=None, help="default: the dataset's types")
+    parser.add_argument("--no-roi-vs-background", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def _run_build_pairs(args: argparse.Namespace) -> int:
+    from mlclipsim.data.build_pairs import PairsConfig, build_pairs
+
+    config = PairsConfig(dataset=args.dataset, pairs_per_reference=args.pairs_per_reference, tol_db=args.tol_db,
+                         distortions=tuple(args.distortions) if args.distortions else None, seed=args.seed,
+                         threads=args.threads, processes=args.processes,
+                         include_roi_vs_background=not args.no_roi_vs_background)
+    summary = build_pairs(config)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    return 0
+
+
+register_command("build-dataset", "distort reference photos, label them with task models, write images + manifest",
+                 _build_dataset_setup, _run_build_dataset)
+register_command("build-pairs", "PSNR-matched and ROI-vs-background preference pairs of a built dataset",
+                 _build_pairs_setup, _run_build_pairs)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
