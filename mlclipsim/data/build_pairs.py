@@ -160,7 +160,8 @@ class PairsLabeller:
             row = {
                 "pair_id": pair_id, "kind": "psnr_matched", "reference_id": reference_id, "photo": first["photo"],
                 "reference_path": first["reference_path"],
-                "a_path": str(paths[0].relative_to(config.dataset)), "b_path": str(paths[1].relative_to(config.dataset)),
+                "a_path": str(paths[0].relative_to(config.dataset)),
+                "b_path": str(paths[1].relative_to(config.dataset)),
                 "a_distortion": name_a, "b_distortion": name_b, "a_mode": "uniform", "b_mode": "uniform",
                 "a_roi_severity": round(match.severity_a, 3), "a_bg_severity": round(match.severity_a, 3),
                 "b_roi_severity": round(match.severity_b, 3), "b_bg_severity": round(match.severity_b, 3),
@@ -183,7 +184,8 @@ class PairsLabeller:
                 continue
             row = {
                 "pair_id": f"{b_row['reference_id']}__rb_{name}_{roi}{bg}", "kind": "roi_vs_background",
-                "reference_id": b_row["reference_id"], "photo": b_row["photo"], "reference_path": b_row["reference_path"],
+                "reference_id": b_row["reference_id"], "photo": b_row["photo"],
+                "reference_path": b_row["reference_path"],
                 "a_path": a_row["distorted_path"], "b_path": b_row["distorted_path"],
                 "a_distortion": name, "b_distortion": name, "a_mode": "background", "b_mode": "roi",
                 "a_roi_severity": bg, "a_bg_severity": roi, "b_roi_severity": roi, "b_bg_severity": bg,
