@@ -26,7 +26,10 @@ import numpy as np
 BASE_COLUMNS = ("reference_id", "photo", "crop", "reference_path", "distorted_path", "distortion", "mode",
                 "roi_severity", "bg_severity", "roi_fraction", "psnr")
 INT_COLUMNS = {"crop", "roi_severity", "bg_severity"}
-TEXT_COLUMNS = {"reference_id", "photo", "reference_path", "distorted_path", "distortion", "mode"}
+TEXT_COLUMNS = {"reference_id", "photo", "reference_path", "distorted_path", "distortion", "mode",
+                # pairs.csv (mlclipsim.data.build_pairs)
+                "pair_id", "kind", "a_path", "b_path", "a_distortion", "b_distortion", "a_mode", "b_mode"}
+"""Columns kept as strings even when they look like numbers (a photo named 0001 stays "0001")."""
 
 
 def score_columns(fieldnames: Iterable[str], prefix: str) -> list[str]:
