@@ -149,6 +149,31 @@ def _run_build_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_setup(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="a folder with manifest.csv and pairs.csv")
+    parser.add_argument("--backbone", required=True, help="backbone to calibrate, e.g. torchvision/mobilenet_v2")
+    parser.add_argument("--pretrained", default=None)
+    parser.add_argument("--out", default=None, help="JSON file for the weights (default: print only)")
+    parser.add_argument("--split", type=float, nargs=3, default=[0.6, 0.1, 0.3],
+                        help="train/val/test fractions of the photos (test photos are never read)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", default="psnr_matched", help="pair kind to fit on")
+    parser.add_argument("--max-epochs", type=int, default=400)
+    parser.add_argument("--min-weight", type=float, default=0.01)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from mlclipsim.data.calibration_job import calibrate_on_dataset
+
+    record = calibrate_on_dataset(args.dataset, args.backbone, out=args.out, pretrained=args.pretrained,
+                                  split=args.split, seed=args.seed, kind=args.kind, max_epochs=args.max_epochs,
+                                  min_weight=args.min_weight)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+register_command("calibrate", "fit ML-CLIPSim layer weights on a dataset's PSNR-matched pairs (Bradley-Terry)",
+                 _calibrate_setup, _run_calibrate)
 register_command("build-dataset", "distort reference photos, label them with task models, write images + manifest",
                  _build_dataset_setup, _run_build_dataset)
 register_command("build-pairs", "PSNR-matched and ROI-vs-background preference pairs of a built dataset",

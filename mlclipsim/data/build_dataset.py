@@ -16,8 +16,9 @@ On disk, under ``--out``::
     manifest.csv                            all parts merged
     build_info.json                         settings, counts and wall times of the last run
 
-Resumable: a reference whose part exists with every requested model is skipped; within a reference,
-images and predictions already on disk are reused, so adding a model later runs only that model.
+Resumable: a reference whose part exists with every requested model and distortion type is skipped;
+within a reference, images and predictions already on disk are reused, so adding a model or a
+distortion type later computes only what is new.
 Deterministic: every random choice is seeded by the reference id, the distortion and ``seed``.
 Shardable: ``shard=(i, n)`` takes every n-th photo from the i-th (for several machines), and
 ``processes=k`` runs k processes through Lightning's ``Trainer.predict``
@@ -110,7 +111,9 @@ def _photo_finished(config: BuildConfig, photo: Path) -> bool:
     if len(parts) < 1 or (config.crops_per_image > 1 and len(parts) < config.crops_per_image):
         return False
     wanted = {f"consistency/{name}" for name in config.task_models}
-    return all(wanted <= set(read_header(part)) for part in parts)
+    if not all(wanted <= set(read_header(part)) for part in parts):
+        return False
+    return all(set(config.distortions) <= {row["distortion"] for row in read_rows(part)} for part in parts)
 
 
 class PredictionCache:

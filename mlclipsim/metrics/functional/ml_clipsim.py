@@ -123,6 +123,16 @@ class ReferenceFeatures:
         """Rows of the batch (e.g. to pair them with a sub-batch of distorted images)."""
         return ReferenceFeatures(self.features.select(index), self.image_size, self.fingerprint)
 
+    def expand(self, count: int) -> ReferenceFeatures:
+        """Features of one reference repeated ``count`` times (views, no copy): to score several
+        distorted versions of the same reference in one batch."""
+        if self.batch_size != 1:
+            raise ValueError(f"expand() repeats the features of a single reference, these hold {self.batch_size}; "
+                             "use select() to pick one first.")
+        tokens = {k: v.expand(count, *v.shape[1:]) for k, v in self.features.tokens.items()}
+        embedding = self.features.embedding.expand(count, -1)
+        return ReferenceFeatures(EncoderOutput(tokens, embedding), self.image_size, self.fingerprint)
+
 
 class MLCLIPSimScorer(nn.Module):
     """The frozen encoder plus layer weights: ``scorer(preds, target) -> (N,)`` similarities in [0,1].
