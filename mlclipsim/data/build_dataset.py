@@ -15,6 +15,7 @@ On disk, under ``--out``::
     failures/<photo>.txt                    photos that could not be read (reported, skipped)
     manifest.csv                            all parts merged
     build_info.json                         settings, counts and wall times of the last run
+    build_history.jsonl                     the same for every run (resumed builds add lines)
 
 Resumable: a reference whose part exists with every requested model and distortion type is skipped;
 within a reference, images and predictions already on disk are reused, so adding a model or a
@@ -261,4 +262,6 @@ def build_dataset(config: BuildConfig) -> dict:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
     }
     (config.out / "build_info.json").write_text(json.dumps(summary, indent=2))
+    with (config.out / "build_history.jsonl").open("a") as history:  # every run, for wall-time accounting
+        history.write(json.dumps(summary) + "\n")
     return summary

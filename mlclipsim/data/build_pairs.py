@@ -218,6 +218,8 @@ def build_pairs(config: PairsConfig) -> dict:
         "machine": f"{torch.get_num_threads()} torch threads",
     }
     (config.dataset / "pairs_info.json").write_text(json.dumps(summary, indent=2))
+    with (config.dataset / "pairs_history.jsonl").open("a") as history:
+        history.write(json.dumps(summary) + "\n")
     return summary
 
 
