@@ -1,0 +1,294 @@
+"""Does a metric predict what machines prefer? The headline benchmark.
+
+    python benchmarks/machine_preference.py --dataset outputs/dataset [--encoder torchvision/mobilenet_v2]
+        [--split 0.6 0.1 0.3] [--seed 0] [--clip ViT-B-32:openai ...] [--n-resamples 1000]
+        [--out benchmarks/results]
+
+Scores every image of a dataset built by ``mlclipsim build-dataset`` / ``build-pairs`` with PSNR, SSIM,
+MS-SSIM (LPIPS and DISTS when their weights exist), ML-CLIPSim on an offline encoder (calibrated, the
+uncalibrated default, and ablations: global embedding only, best single layer, uniform weights over
+all layers) and, when their weights are present, CLIP backbones. The photos are split exactly as
+``mlclipsim calibrate`` split them (same fractions and seed): calibration and the choice of the single
+layer use the train photos only; every number reported is on the test photos.
+
+Reported (benchmarks/results/machine_preference.md, .json, and plots): SRCC/PLCC/KRCC/RMSE with 95%
+bootstrap CIs over test photos for the mean MMOS and each task's MMOS; 2AFC on PSNR-matched pairs
+(overall and per task) and on ROI-vs-background pairs; SRCC per distortion type, per region mode and
+on the codec distortions. The encoder must not be one of the task models that made the labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mlclipsim.backbones import EMBEDDING, MissingWeightsError
+from mlclipsim.data.calibration_job import all_layer_scorer, component_scores
+from mlclipsim.data.datamodules import MachineQualityDataModule, load_manifest, load_pairs
+from mlclipsim.data.score_images import dataset_image_pairs, score_images
+from mlclipsim.eval import breakdown, evaluate_with_ci, srcc, two_afc
+from mlclipsim.metrics.baselines import BaselineUnavailable, create_baseline
+from mlclipsim.metrics.layer_weights import load_calibrated_weights
+
+PIXEL_METRICS = ("psnr", "ssim", "ms-ssim")
+CODEC_TYPES = ("jpeg", "jpeg_quality", "webp_quality")
+ENCODER_AS_TASK_MODEL = {"torchvision/mobilenet_v2": "mobilenet_v2", "efficientnet-lite0": "efficientnet-lite0"}
+
+
+def weighted(components: dict[str, np.ndarray], index: list[int], weights: np.ndarray) -> dict[str, float]:
+    return {path: float(values[index] @ weights) for path, values in components.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--encoder", default="torchvision/mobilenet_v2")
+    parser.add_argument("--calibrated", type=Path, default=None,
+                        help="calibration JSON (default: the one shipped for --encoder)")
+    parser.add_argument("--split", type=float, nargs=3, default=[0.6, 0.1, 0.3])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clip", nargs="*", default=["ViT-B-32:openai", "RN50:openai"],
+                        help="CLIP backbones NAME:TAG, run when their weights are present")
+    parser.add_argument("--n-resamples", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    start = time.perf_counter()
+    root = args.dataset
+
+    build = json.loads((root / "build_info.json").read_text())
+    task_models = build["config"]["task_models"]
+    if ENCODER_AS_TASK_MODEL.get(args.encoder) in task_models:
+        print(f"error: {args.encoder} is also the task model {ENCODER_AS_TASK_MODEL[args.encoder]} that labelled "
+              "this dataset; choose another encoder", file=sys.stderr)
+        return 2
+    rows, columns = load_manifest(root)
+    pairs, _ = load_pairs(root)
+    module = MachineQualityDataModule(root, split=tuple(args.split), seed=args.seed)
+    train_photos, test_photos = set(module.photos_of("train")), set(module.photos_of("test"))
+    test_rows = [r for r in rows if r["photo"] in test_photos]
+    train_rows = [r for r in rows if r["photo"] in train_photos]
+    targets = ["mmos"] + [c for c in columns if c.startswith("mmos/")]
+    image_pairs = dataset_image_pairs(root)
+
+    # ------------------------------------------------------------------ scores of every image
+    scores: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    for name in ("psnr", "ssim", "ms-ssim", "lpips", "dists"):
+        try:
+            scorer = create_baseline(name)
+        except BaselineUnavailable as err:
+            notes.append(f"{name.upper()}: not run: {err}.")
+            continue
+        values = score_images(root, name, lambda d, r, s=scorer: s(d, r.expand_as(d)), image_pairs)
+        scores[name.upper()] = {k: float(v) for k, v in values.items()}
+
+    encoder_scorer = all_layer_scorer(args.encoder)
+    names = [*encoder_scorer.layers, EMBEDDING]
+    components = component_scores(root, encoder_scorer, f"components__{args.encoder.replace('/', '__')}")
+    short = args.encoder.split("/")[-1]
+    record = (json.loads(args.calibrated.read_text()) if args.calibrated else load_calibrated_weights(args.encoder))
+    if record is None:
+        notes.append(f"No calibrated weights for {args.encoder}: run `mlclipsim calibrate` first.")
+    else:
+        index = [names.index(k) for k in record["weights"]]
+        scores[f"ML-CLIPSim {short}, calibrated"] = weighted(components, index,
+                                                             np.array(list(record["weights"].values())))
+    default_layers = [*encoder_scorer.encoder.default_layers, EMBEDDING]
+    index = [names.index(k) for k in default_layers]
+    scores[f"ML-CLIPSim {short}, uncalibrated (4 stages + embedding, uniform)"] = weighted(
+        components, index, np.full(len(index), 1 / len(index)))
+    scores[f"ablation: global embedding only ({short})"] = weighted(components, [names.index(EMBEDDING)],
+                                                                   np.ones(1))
+    scores[f"ablation: uniform weights over all {len(names)} terms ({short})"] = weighted(
+        components, list(range(len(names))), np.full(len(names), 1 / len(names)))
+    train_mmos = np.array([r["mmos"] for r in train_rows])
+    best = max(encoder_scorer.layers, key=lambda layer: srcc(
+        [components[r["distorted_path"]][names.index(layer)] for r in train_rows], train_mmos))
+    scores[f"ablation: single layer {best} (best on train photos, {short})"] = weighted(
+        components, [names.index(best)], np.ones(1))
+
+    for spec in args.clip:
+        backbone, _, tag = spec.partition(":")
+        try:
+            clip_scorer = all_layer_scorer(backbone, tag or None)
+        except (MissingWeightsError, ValueError) as err:
+            notes.append(f"ML-CLIPSim on CLIP {spec}: not measurable here: {str(err).splitlines()[0]}")
+            continue
+        clip_names = [*clip_scorer.layers, EMBEDDING]
+        clip_components = component_scores(root, clip_scorer, f"components__{backbone}__{tag}")
+        index = [clip_names.index(k) for k in (*clip_scorer.encoder.default_layers, EMBEDDING)]
+        scores[f"ML-CLIPSim {spec}, uncalibrated"] = weighted(clip_components, index,
+                                                             np.full(len(index), 1 / len(index)))
+
+    # ------------------------------------------------------------------ correlation with MMOS (test photos)
+    groups = [r["photo"] for r in test_rows]
+    results: dict = {"correlation": {}, "two_afc": {}, "by_type": {}, "by_mode": {}, "codec": {}}
+    for metric, values in scores.items():
+        x = np.array([values[r["distorted_path"]] for r in test_rows])
+        results["correlation"][metric] = {
+            t: evaluate_with_ci(x, [r[t] for r in test_rows], groups, n_resamples=args.n_resamples).to_dict()
+            for t in targets}
+        mmos = [r["mmos"] for r in test_rows]
+        results["by_type"][metric] = {k: (e.result.srcc if e.result else None) for k, e in breakdown(
+            x, mmos, [r["distortion"] for r in test_rows], min_count=20).items()}
+        results["by_mode"][metric] = {k: (e.result.srcc if e.result else None) for k, e in breakdown(
+            x, mmos, [r["mode"] for r in test_rows], min_count=20).items()}
+        codec_rows = [i for i, r in enumerate(test_rows) if r["distortion"] in CODEC_TYPES]
+        if len(codec_rows) >= 20:
+            results["codec"][metric] = srcc(x[codec_rows], np.array(mmos)[codec_rows])
+
+    # ------------------------------------------------------------------ 2AFC on pairs (test photos)
+    for kind in ("psnr_matched", "roi_vs_background"):
+        subset = [p for p in pairs if p["kind"] == kind and p["photo"] in test_photos]
+        if not subset:
+            continue
+        label_columns = ["soft_label"] + sorted(k for k in subset[0] if k.startswith("soft_label/"))
+        results["two_afc"][kind] = {}
+        for metric, values in scores.items():
+            a = [values[p["a_path"]] for p in subset]
+            b = [values[p["b_path"]] for p in subset]
+            results["two_afc"][kind][metric] = {
+                column: two_afc(a, b, [p[column] for p in subset], groups=[p["photo"] for p in subset],
+                                n_resamples=args.n_resamples).to_dict()
+                for column in label_columns}
+
+    seconds = time.perf_counter() - start
+    write_report(args, results, scores, notes, build, targets, train_photos, test_photos, test_rows, seconds)
+    return 0
+
+
+def fmt_ci(entry: dict) -> str:
+    return f"{entry['estimate']:.3f} [{entry['low']:.2f}, {entry['high']:.2f}]"
+
+
+def write_report(args, results, scores, notes, build, targets, train_photos, test_photos, test_rows, seconds) -> None:
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = list(scores)
+    command = "python benchmarks/machine_preference.py " + " ".join(sys.argv[1:])
+    lines = ["# Does it predict what machines prefer?", "",
+             f"Command: `{command}`  ",
+             f"Machine: {platform.machine()}, CPU; wall time {seconds:.0f} s (scores cached in the dataset folder).  ",
+             f"Dataset: {args.dataset} ({build['rows']} distorted images of {build['references']} references); "
+             f"labels from the task models {', '.join(build['config']['task_models'])}.  ",
+             f"ML-CLIPSim encoder: `{args.encoder}` (ImageNet weights from the offline package; not one of the task "
+             "models).  ",
+             f"Split by photo (fractions {args.split}, seed {args.seed}, as `mlclipsim calibrate`): "
+             f"{len(train_photos)} train photos (calibration, choice of the single layer), {len(test_photos)} test "
+             f"photos ({len(test_rows)} distorted images) on which every number below is measured. "
+             f"95% CIs: {args.n_resamples} bootstrap resamples of test photos.", ""]
+    lines += [f"- {note}" for note in notes] + [""]
+
+    pixel_best = {t: max(results["correlation"][m.upper()][t]["srcc"]["estimate"]
+                         for m in PIXEL_METRICS if m.upper() in results["correlation"]) for t in targets}
+    calibrated = next((m for m in metrics if m.endswith("calibrated") and "uncalibrated" not in m), None)
+    lines += ["## Targets", ""]
+    if calibrated:
+        for t in targets:
+            value = results["correlation"][calibrated][t]["srcc"]["estimate"]
+            gap = value - pixel_best[t]
+            lines.append(f"- SRCC on {t}: calibrated {value:.3f} vs best pixel metric {pixel_best[t]:.3f}: "
+                         f"{gap:+.3f} (target >= +0.25: {'met' if gap >= 0.25 else 'MISSED'})")
+        if "psnr_matched" in results["two_afc"]:
+            acc = results["two_afc"]["psnr_matched"][calibrated]["soft_label"]["accuracy"]
+            lines.append(f"- 2AFC accuracy on PSNR-matched pairs: {acc:.3f} (target >= 0.80: "
+                         f"{'met' if acc >= 0.8 else 'MISSED'})")
+    lines.append("")
+
+    for t in targets:
+        lines += [f"## Correlation with {t} (test photos)", "",
+                  "| metric | SRCC [95% CI] | PLCC | KRCC | RMSE |", "| --- | ---: | ---: | ---: | ---: |"]
+        for m in metrics:
+            e = results["correlation"][m][t]
+            lines.append(f"| {m} | {fmt_ci(e['srcc'])} | {fmt_ci(e['plcc'])} | {e['krcc']['estimate']:.3f} | "
+                         f"{e['rmse']['estimate']:.3f} |")
+        lines.append("")
+
+    for kind, title in (("psnr_matched", "2AFC on PSNR-matched pairs (PSNR is at chance by construction)"),
+                        ("roi_vs_background", "2AFC on ROI-vs-background pairs (A = cleaner ROI)")):
+        if kind not in results["two_afc"]:
+            continue
+        first = next(iter(results["two_afc"][kind].values()))
+        columns = list(first)
+        n = first["soft_label"]["n"]
+        lines += [f"## {title}", "", f"{n} pairs on test photos. Accuracy against the majority label (ties left out), "
+                  "then agreement with the soft label; per task: accuracy against that task's models.", "",
+                  "| metric | accuracy [95% CI] | soft agreement | " + " | ".join(c.split("/")[-1] for c in columns[1:])
+                  + " |", "| --- | ---: | ---: |" + " ---: |" * (len(columns) - 1)]
+        for m in metrics:
+            e = results["two_afc"][kind][m]
+            ci = e["soft_label"]["accuracy_ci"]
+            acc = f"{e['soft_label']['accuracy']:.3f}" + (f" [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "")
+            lines.append(f"| {m} | {acc} | {e['soft_label']['soft_agreement']:.3f} | "
+                         + " | ".join(f"{e[c]['accuracy']:.3f}" for c in columns[1:]) + " |")
+        lines.append("")
+
+    types = sorted({r["distortion"] for r in test_rows})
+    lines += ["## SRCC with the mean MMOS per distortion type (test photos)", "",
+              "| metric | " + " | ".join(types) + " |", "| --- |" + " ---: |" * len(types)]
+    for m in metrics:
+        cells = [results["by_type"][m].get(t) for t in types]
+        lines.append(f"| {m} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
+    lines += ["", f"Codec distortions ({', '.join(CODEC_TYPES)}) together:", "",
+              "| metric | SRCC |", "| --- | ---: |"]
+    lines += [f"| {m} | {results['codec'][m]:.3f} |" for m in metrics if m in results["codec"]]
+    modes = ["uniform", "roi", "background"]
+    lines += ["", "## SRCC with the mean MMOS per region mode (test photos)", "",
+              "| metric | " + " | ".join(modes) + " |", "| --- |" + " ---: |" * len(modes)]
+    for m in metrics:
+        cells = [results["by_mode"][m].get(k) for k in modes]
+        lines.append(f"| {m} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
+    lines += ["", "Plots: `machine_preference_scatter.png` (metric vs mean MMOS, test photos), "
+              "`machine_preference_srcc.png` (SRCC with 95% CIs per target).", ""]
+    (out / "machine_preference.md").write_text("\n".join(lines))
+    (out / "machine_preference.json").write_text(json.dumps({"command": command, "results": results}, indent=2,
+                                                            default=str))
+    plot(out, results, scores, metrics, targets, test_rows)
+    print("\n".join(lines))
+
+
+def plot(out: Path, results, scores, metrics, targets, test_rows) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 3
+    rows_count = int(np.ceil(len(metrics) / columns))
+    figure, axes = plt.subplots(rows_count, columns, figsize=(4.2 * columns, 3.6 * rows_count), squeeze=False)
+    mmos = np.array([r["mmos"] for r in test_rows])
+    for ax, m in zip(axes.flat, metrics):
+        x = np.array([scores[m][r["distorted_path"]] for r in test_rows])
+        ax.scatter(x, mmos, s=3, alpha=0.3)
+        ax.set_title(f"{m[:48]}\nSRCC {results['correlation'][m]['mmos']['srcc']['estimate']:.3f}", fontsize=8)
+        ax.set_xlabel("metric", fontsize=7)
+        ax.set_ylabel("mean MMOS", fontsize=7)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    figure.tight_layout()
+    figure.savefig(out / "machine_preference_scatter.png", dpi=110)
+    plt.close(figure)
+
+    figure, ax = plt.subplots(figsize=(max(8, 1.6 * len(targets) * len(metrics) / 4), 4.5))
+    width = 0.8 / len(metrics)
+    for i, m in enumerate(metrics):
+        est = [results["correlation"][m][t]["srcc"]["estimate"] for t in targets]
+        low = [e - results["correlation"][m][t]["srcc"]["low"] for e, t in zip(est, targets)]
+        high = [results["correlation"][m][t]["srcc"]["high"] - e for e, t in zip(est, targets)]
+        ax.bar(np.arange(len(targets)) + i * width, est, width, yerr=[low, high], label=m[:60], capsize=2)
+    ax.set_xticks(np.arange(len(targets)) + 0.4 - width / 2, targets)
+    ax.set_ylabel("SRCC (test photos)")
+    ax.legend(fontsize=6, loc="lower left")
+    figure.tight_layout()
+    figure.savefig(out / "machine_preference_srcc.png", dpi=110)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
