@@ -105,9 +105,9 @@ def main() -> None:
     for row in rows:
         if row["mode"] == "uniform":
             by_ref_type[(row["reference_id"], row["distortion"])][row["roi_severity"]] = row["mmos"]
-    for (ref, t), scores in by_ref_type.items():
+    for (_reference, t), scores in by_ref_type.items():
         if len(scores) == 5:
-            per_reference_falls[t][0] += scores[1] >= scores[5] + 1e-9 and scores[1] > scores[5]
+            per_reference_falls[t][0] += scores[5] < scores[1]
             per_reference_falls[t][1] += 1
     lines += ["Per reference: share of references whose MMOS at severity 5 is below severity 1:", ""]
     lines += markdown_table(["type", "share"], [[t, f"{v[0]}/{v[1]}"] for t, v in sorted(per_reference_falls.items())])
