@@ -56,7 +56,8 @@ class CNNSpec:
     extra: dict = field(default_factory=dict)
 
 
-def _load_state_dict(path: Path) -> dict:
+def load_state_dict_file(path: Path) -> dict:
+    """A torch state dict from a file (``weights_only``; a Lightning-style ``{'state_dict': ...}`` is unwrapped)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -75,7 +76,7 @@ class CNNEncoder(FrozenEncoder):
                 raise ValueError(f"Unknown pretrained tag {pretrained!r} for {name!r}; use "
                                  f"{spec.weights.tag!r} (the default), a weights file path, or 'random'.")
             explicit = pretrained if looks_like_path(pretrained) else None
-            state = load_weights(spec.weights, explicit, load_file=_load_state_dict,
+            state = load_weights(spec.weights, explicit, load_file=load_state_dict_file,
                                  load_upstream=spec.download, allow_download=allow_download)
             try:
                 network.load_state_dict(state)

@@ -19,26 +19,16 @@ ImageNet class names.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
-from mlclipsim.backbones.cnn_encoders import CNN_SPECS, CNNSpec
+from mlclipsim.backbones.cnn_encoders import CNN_SPECS, CNNSpec, load_state_dict_file
 from mlclipsim.machine.classes import imagenet_classes
 from mlclipsim.machine.predictions import Classification
 from mlclipsim.machine.protocol import TaskModel
 from mlclipsim.machine.registry import load_task_weights, register_task_model
 
 RESIZE_MODES = ("stretch", "center_crop")
-
-
-def _read_state_dict(path: Path) -> dict:
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    return state
 
 
 class ImageNetClassifier(TaskModel):
@@ -66,7 +56,7 @@ class ImageNetClassifier(TaskModel):
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         spec: CNNSpec = CNN_SPECS[self.spec_name]
-        state = load_task_weights(spec.weights, path, load_file=_read_state_dict, load_upstream=spec.download,
+        state = load_task_weights(spec.weights, path, load_file=load_state_dict_file, load_upstream=spec.download,
                                   allow_download=allow_download)
         network = spec.build()
         try:

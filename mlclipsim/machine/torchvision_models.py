@@ -24,18 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mlclipsim.backbones.cnn_encoders import load_state_dict_file
 from mlclipsim.backbones.weights import WeightSpec
 from mlclipsim.machine._image import resize_labels
 from mlclipsim.machine.classes import coco80_index
 from mlclipsim.machine.predictions import Detections, SegmentationMask
 from mlclipsim.machine.protocol import TaskModel
 from mlclipsim.machine.registry import load_task_weights, register_task_model
-
-
-def _read_state_dict(path: Path) -> dict:
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _weights_enum(module: str, enum_name: str, member: str):
@@ -57,7 +52,7 @@ class _TorchvisionModel(TaskModel):
         weights = _weights_enum(self.MODULE, self.ENUM, self.MEMBER)
         spec = WeightSpec(owner=self.name, tag=self.MEMBER, filename=Path(weights.url).name,
                           download_hint=f"torchvision {self.ENUM}.{self.MEMBER} download")
-        state = load_task_weights(spec, path, load_file=_read_state_dict,
+        state = load_task_weights(spec, path, load_file=load_state_dict_file,
                                   load_upstream=lambda: weights.get_state_dict(progress=False),
                                   allow_download=allow_download)
         builder: Callable = getattr(importlib.import_module(self.MODULE), self.BUILDER)
