@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -125,6 +126,13 @@ def test_pairs_are_psnr_matched_and_labelled(photos, tmp_path):
     assert mirrored and all(r["a_roi_severity"] < r["b_roi_severity"] for r in mirrored)
     assert (out / "pairs.csv").read_text() == (build_pairs(PairsConfig(dataset=out, pairs_per_reference=2)) and
                                                 (out / "pairs.csv").read_text())
+    # calibration end to end (both photos for training: two photos are too few to hold one out)
+    weights_file = tmp_path / "weights.json"
+    assert main(["calibrate", "--dataset", str(out), "--backbone", "torchvision/mobilenet_v2", "--split", "1", "0",
+                 "0", "--max-epochs", "5", "--out", str(weights_file)]) == 0
+    record = json.loads(weights_file.read_text())
+    assert sum(record["weights"].values()) == pytest.approx(1.0)
+    assert record["fitted_on"]["train_photos"] == 2 and record["fitted_on"]["train_pairs"] == len(matched)
 
 
 def test_preference_and_majority():

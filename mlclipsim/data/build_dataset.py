@@ -146,13 +146,17 @@ class PredictionCache:
         return out
 
 
+def load_task_models(names: Sequence[str], threads: int, options: dict) -> list:
+    """Build the named task models once (per-model constructor options in ``options[name]``)."""
+    return [create_task_model(name, threads=threads, **options.get(name, {})) for name in names]
+
+
 class DatasetLabeller:
     """Loads the task models once and turns photos into manifest parts."""
 
     def __init__(self, config: BuildConfig) -> None:
         self.config = config
-        self.models = [create_task_model(name, threads=config.threads, **config.model_options.get(name, {}))
-                       for name in config.task_models]
+        self.models = load_task_models(config.task_models, config.threads, config.model_options)
         self.tasks = {m.name: m.task for m in self.models}
         self.cache = PredictionCache(config.out / "predictions")
 

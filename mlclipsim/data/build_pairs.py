@@ -33,14 +33,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlclipsim.data.build_dataset import PredictionCache
+from mlclipsim.data.build_dataset import PredictionCache, load_task_models
 from mlclipsim.data.image_io import read_image_array
 from mlclipsim.data.labelling_engine import run_labelling
 from mlclipsim.data.manifest import read_rows, score_columns, write_rows
 from mlclipsim.data.references import stable_seed
 from mlclipsim.distortions import PSNRMatchError, distort_with_param, get_distortion, match_psnr, psnr
 from mlclipsim.machine.agreement import consistency
-from mlclipsim.machine.registry import create_task_model
 
 PAIR_COLUMNS = ("pair_id", "kind", "reference_id", "photo", "reference_path", "a_path", "b_path",
                 "a_distortion", "b_distortion", "a_mode", "b_mode", "a_roi_severity", "a_bg_severity",
@@ -88,8 +87,7 @@ class PairsLabeller:
 
     def __init__(self, config: PairsConfig) -> None:
         self.config = config
-        self.models = [create_task_model(name, threads=config.threads, **config.model_options.get(name, {}))
-                       for name in config.task_models]
+        self.models = load_task_models(config.task_models, config.threads, config.model_options)
         self.tasks = {m.name: m.task for m in self.models}
         self.cache = PredictionCache(config.dataset / "predictions")
         rows = read_rows(config.dataset / "manifest.csv")
