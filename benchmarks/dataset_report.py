@@ -57,7 +57,9 @@ def main() -> None:
     lines += [
         "Built from every photo in `../shared/data/images` with:", "",
         "```bash",
-        "mlclipsim build-dataset --images ../shared/data/images --out outputs/dataset --processes 2 --threads 1",
+        "mlclipsim build-dataset --images ../shared/data/images --out outputs/dataset --processes 2 --threads 1 \\",
+        "    [--distortions contrast pixelate jpeg motion_blur defocus_blur glass_blur fog snow darkness \\",
+        "     gaussian_noise jpeg_quality webp_quality]   # a second, resumed run added the two codec types",
         "mlclipsim build-pairs --dataset outputs/dataset --processes 2 --threads 1",
         f"python benchmarks/dataset_report.py --dataset outputs/dataset --copy-manifests {args.copy_manifests}",
         "```", "",
@@ -68,9 +70,13 @@ def main() -> None:
         "mirrored background-dominated pairs (sampled; `mlclipsim/data/plan.py` says why and how).", "",
         f"- references: {build['references']} from {build['photos']} photos; distorted images: {build['rows']}; "
         f"unreadable photos skipped: {build['failures'] or 'none'}",
-        f"- wall time of the build: {build['seconds_this_run']:.0f} s ({build['machine']}, "
-        f"{build['config']['processes']} processes; the last run's time, a resumed build counts only its own part)",
     ]
+    history_path = args.dataset / "build_history.jsonl"
+    runs = [json.loads(line) for line in history_path.read_text().splitlines()] if history_path.is_file() else [build]
+    for run in runs:
+        lines.append(f"- build run: {run['photos_processed_this_run']} photos with {len(run['config']['distortions'])} "
+                     f"distortion types, {run['seconds_this_run']:.0f} s ({run['machine']}, "
+                     f"{run['config']['processes']} processes; a resumed run computes only what is new)")
     modes = defaultdict(int)
     for row in rows:
         modes[row["mode"]] += 1
@@ -144,7 +150,7 @@ def main() -> None:
     args.out.write_text("\n".join(lines) + "\n")
     if args.copy_manifests:
         args.copy_manifests.mkdir(parents=True, exist_ok=True)
-        for name in ("manifest.csv", "pairs.csv", "build_info.json", "pairs_info.json"):
+        for name in ("manifest.csv", "pairs.csv", "build_info.json", "pairs_info.json", "build_history.jsonl"):
             if (args.dataset / name).is_file():
                 shutil.copy(args.dataset / name, args.copy_manifests / name)
     print("\n".join(lines))
