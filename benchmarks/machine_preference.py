@@ -75,7 +75,10 @@ def main() -> int:
     test_rows = [r for r in rows if r["photo"] in test_photos]
     train_rows = [r for r in rows if r["photo"] in train_photos]
     targets = ["mmos"] + [c for c in columns if c.startswith("mmos/")]
-    image_pairs = dataset_image_pairs(root)
+    # baselines are only ever evaluated on test photos: score those (ML-CLIPSim scores every image, the
+    # single-layer ablation picks its layer on the train photos)
+    test_references = {r["reference_path"] for r in test_rows}
+    image_pairs = [(d, r) for d, r in dataset_image_pairs(root) if r in test_references]
 
     # ------------------------------------------------------------------ scores of every image
     scores: dict[str, dict[str, float]] = {}

@@ -34,8 +34,9 @@ def dataset_image_pairs(root: str | os.PathLike) -> list[tuple[str, str]]:
 
 
 def score_images(root: str | os.PathLike, name: str, scorer: PairScorer, pairs: Iterable[tuple[str, str]],
-                 batch_size: int = 16, progress: bool = True) -> dict[str, np.ndarray]:
-    """Scores of every distorted image in ``pairs`` (cached in ``<root>/scores/<name>.npz``)."""
+                 batch_size: int = 16, progress: bool = True, checkpoint_every: int = 10) -> dict[str, np.ndarray]:
+    """Scores of every distorted image in ``pairs`` (cached in ``<root>/scores/<name>.npz``, saved every
+    ``checkpoint_every`` references, so a killed run resumes)."""
     root = Path(root)
     cache_path = root / "scores" / f"{name}.npz"
     cache: dict[str, np.ndarray] = {}
@@ -46,17 +47,24 @@ def score_images(root: str | os.PathLike, name: str, scorer: PairScorer, pairs: 
     for distorted, reference in pairs:
         if distorted not in cache:
             by_reference[reference].append(distorted)
-    if by_reference:
-        for reference_path, distorted_paths in tqdm(sorted(by_reference.items()), desc=f"scoring {name}",
-                                                    disable=not progress):
-            reference = read_image(root / reference_path)[None]
-            for start in range(0, len(distorted_paths), batch_size):
-                chunk = distorted_paths[start:start + batch_size]
-                batch = torch.stack([read_image(root / p) for p in chunk])
-                with torch.no_grad():
-                    values = scorer(batch, reference).detach().cpu().numpy()
-                cache.update(zip(chunk, values))
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        paths = sorted(cache)
-        np.savez(cache_path, paths=np.array(paths), values=np.stack([cache[p] for p in paths]))
+    for done, (reference_path, distorted_paths) in enumerate(
+            tqdm(sorted(by_reference.items()), desc=f"scoring {name}", disable=not progress or not by_reference), 1):
+        reference = read_image(root / reference_path)[None]
+        for start in range(0, len(distorted_paths), batch_size):
+            chunk = distorted_paths[start:start + batch_size]
+            batch = torch.stack([read_image(root / p) for p in chunk])
+            with torch.no_grad():
+                values = scorer(batch, reference).detach().cpu().numpy()
+            cache.update(zip(chunk, values))
+        if done % checkpoint_every == 0 or done == len(by_reference):
+            _save(cache_path, cache)
     return cache
+
+
+def _save(path: Path, cache: dict[str, np.ndarray]) -> None:
+    """Write the cache atomically (a killed run keeps the previous checkpoint)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    paths = sorted(cache)
+    temporary = path.with_name(path.stem + ".tmp.npz")
+    np.savez(temporary, paths=np.array(paths), values=np.stack([cache[p] for p in paths]))
+    os.replace(temporary, path)

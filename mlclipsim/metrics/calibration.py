@@ -128,4 +128,5 @@ def fit_layer_weights(
 
     train_loss, train_2afc = evaluate(train)
     val_loss, val_2afc = evaluate(val)
-    return CalibrationResult(weights, float(model.log_temperature.exp()), train_loss, train_2afc, val_loss, val_2afc)
+    temperature = float(model.log_temperature.detach().exp())
+    return CalibrationResult(weights, temperature, train_loss, train_2afc, val_loss, val_2afc)
