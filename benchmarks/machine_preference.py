@@ -161,6 +161,13 @@ def main() -> int:
                                 n_resamples=args.n_resamples).to_dict()
                 for column in label_columns}
 
+    # how well do the task models agree with each other? (a ceiling for any metric of one task's MMOS)
+    model_columns = [c for c in columns if c.startswith("consistency/")]
+    results["label_agreement"] = {
+        f"{a.split('/', 1)[1]} ~ {b.split('/', 1)[1]}": srcc([r[a] for r in test_rows], [r[b] for r in test_rows])
+        for i, a in enumerate(model_columns + targets[1:]) for b in (model_columns + targets[1:])[i + 1:]
+        if a.split("/")[0] == b.split("/")[0]}
+
     seconds = time.perf_counter() - start
     write_report(args, results, scores, notes, build, targets, train_photos, test_photos, test_rows, seconds)
     return 0
@@ -214,6 +221,22 @@ def write_report(args, results, scores, notes, build, targets, train_photos, tes
             lines.append(f"- 2AFC accuracy on PSNR-matched pairs: {acc:.3f} (target >= 0.80: "
                          f"{'met' if acc >= 0.8 else 'MISSED'})")
     lines.append("")
+
+    if calibrated:
+        pixel = {m: results["by_type"][m.upper()] for m in PIXEL_METRICS if m.upper() in results["by_type"]}
+        losses = []
+        for t, value in results["by_type"][calibrated].items():
+            rivals = {m: v[t] for m, v in pixel.items() if v.get(t) is not None}
+            if value is not None and rivals and max(rivals.values()) >= value:
+                best = max(rivals, key=rivals.get)
+                losses.append(f"{t} ({best} {rivals[best]:.2f} vs {value:.2f})")
+        lines += ["Where: distortion types on which a pixel metric ranks the test images at least as well as "
+                  f"calibrated ML-CLIPSim: {', '.join(losses) if losses else 'none'}.", "",
+                  "Label agreement between the task models (SRCC on the test images): how far one machine's opinion "
+                  "predicts another's, a rough ceiling for any metric of a task's MMOS:", "",
+                  "| pair | SRCC |", "| --- | ---: |"]
+        lines += [f"| {pair} | {value:.3f} |" for pair, value in results["label_agreement"].items()]
+        lines.append("")
 
     for t in targets:
         lines += [f"## Correlation with {t} (test photos)", "",
