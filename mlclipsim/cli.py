@@ -180,6 +180,25 @@ register_command("build-pairs", "PSNR-matched and ROI-vs-background preference p
                  _build_pairs_setup, _run_build_pairs)
 
 
+# ----------------------------------------------------------------------------- codec compress / decompress
+
+
+def _codec_setup(parser: argparse.ArgumentParser) -> None:
+    from mlclipsim.compression.cli_codec import setup
+
+    setup(parser)
+
+
+def _run_codec(args: argparse.Namespace) -> int:
+    from mlclipsim.compression.cli_codec import run
+
+    return run(args)
+
+
+register_command("codec", "learned codec on files: `codec compress IMAGE OUT.bin --checkpoint CKPT`, "
+                 "`codec decompress IN.bin IMAGE --checkpoint CKPT`", _codec_setup, _run_codec)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
