@@ -14,6 +14,10 @@ Resize policies (registry ``RESIZE_POLICIES``, keyed by name):
   distortions (noise, compression artefacts) that downsampling would hide, at a cost that grows
   with the image area (a 1600 x 1200 photo at S=224 makes 48 tiles).
 
+Measured (``benchmarks/results/resize_policy.md``, validation photos of the offline dataset,
+MobileNetV2): SRCC with the mean machine opinion score 0.718 for ``resize``, 0.698 for
+``center_crop``, 0.588 for ``tile`` (at 8x the cost): the default is also the best predictor.
+
 All policies accept any H, W >= ``MIN_IMAGE_SIDE`` (32 px): the coarsest stride of the registered
 encoders is 32, so a smaller image carries less than one token of the deepest layer.
 """
