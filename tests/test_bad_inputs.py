@@ -63,3 +63,5 @@ def test_unknown_options_list_valid_choices():
         MLCLIPSim(tiny_encoder(TINY_VIT), cosine_map="abs")
     with pytest.raises(TypeError, match="backbone must be"):
         MLCLIPSim(backbone=3)
+    with pytest.raises(ValueError, match="keeps its own"):
+        MLCLIPSim(tiny_encoder(TINY_VIT), resize="tile")

@@ -171,9 +171,9 @@ class MLCLIPSimScorer(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(backbone, FrozenEncoder):
-            if pretrained is not None or backbone_options:
-                raise ValueError("pretrained and backbone options apply when backbone is a name, "
-                                 "not an already built encoder.")
+            if pretrained is not None or backbone_options or resize not in ("resize", backbone.resize_policy):
+                raise ValueError("pretrained, resize and backbone options apply when backbone is a name; an already "
+                                 f"built encoder keeps its own (resize policy {backbone.resize_policy!r}).")
             encoder = backbone
         elif isinstance(backbone, str):
             encoder = create_backbone(backbone, pretrained=pretrained, resize=resize,
