@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Train the small factorized-prior codecs of the codec-training issue: MSE and 0.5 MSE + 0.5 ML-CLIPSim,
+# four lambdas each, equal steps (STEPS) and data (the shared photos, the recipes' split and seed).
+# Two chains run side by side, one CPU thread each; every run writes runs/<recipe>/lambda_<l>/ and is
+# exported to benchmarks/results/codecs/small/<recipe>_<l>.pth (a plain CompressAI state dict).
+#   STEPS=1000 bash benchmarks/codecs/train_small.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STEPS=${STEPS:-1000}
+PY=${PY:-.venv/bin/python}
+export MLCLIPSIM_OFFLINE=1 OMP_NUM_THREADS=1
+OUT=benchmarks/results/codecs/small
+mkdir -p "$OUT"
+
+train() {  # recipe lambda
+  local recipe=$1 lmbda=$2 dir=runs/$1
+  local start=$(date +%s)
+  "$PY" -m mlclipsim.compression.train --config "codecs/$recipe.yaml" --model.lmbda "$lmbda" \
+    --trainer.max_steps "$STEPS" --trainer.check_val_every_n_epoch 5 \
+    --trainer.logger.init_args.save_dir runs --trainer.logger.init_args.name "$recipe" \
+    --trainer.logger.init_args.version "lambda_$lmbda" > "$dir.lambda_$lmbda.log" 2>&1
+  "$PY" -m mlclipsim.compression.export "$dir/lambda_$lmbda/checkpoints/last.ckpt" "$OUT/${recipe}_$lmbda.pth"
+  cp "$dir/lambda_$lmbda/metrics.csv" "$OUT/${recipe}_$lmbda.metrics.csv"
+  echo "$recipe $lmbda $STEPS steps $(( $(date +%s) - start )) s" >> "$OUT/wall_times.txt"
+}
+
+mkdir -p runs
+( for l in 0.0035 0.0130; do train bmshj2018-factorized_mix_small $l; train bmshj2018-factorized_mse_small $l; done ) &
+( for l in 0.0067 0.0250; do train bmshj2018-factorized_mix_small $l; train bmshj2018-factorized_mse_small $l; done ) &
+wait
