@@ -18,7 +18,7 @@ from pathlib import Path
 
 COLUMNS = [("val/bpp_real", "bpp (bytes)"), ("val/bpp_loss", "bpp (likelihood)"), ("val/psnr", "PSNR"),
            ("val/ms_ssim", "MS-SSIM"), ("val/ml_clipsim_metric", "ML-CLIPSim"),
-           ("val/decode_max_abs_diff", "max |decoded - forward|")]
+           ("val/decode_max_abs_diff", "max abs(decoded - forward)")]
 
 
 def last_validation(path: Path) -> dict[str, str]:
