@@ -132,7 +132,7 @@ def main() -> int:
 
     # ------------------------------------------------------------------ correlation with MMOS (test photos)
     groups = [r["photo"] for r in test_rows]
-    results: dict = {"correlation": {}, "two_afc": {}, "by_type": {}, "by_mode": {}, "codec": {}}
+    results: dict = {"correlation": {}, "two_afc": {}, "by_type": {}, "by_mode": {}, "by_severity": {}, "codec": {}}
     for metric, values in scores.items():
         x = np.array([values[r["distorted_path"]] for r in test_rows])
         results["correlation"][metric] = {t: correlation(x, np.array([r[t] for r in test_rows]), groups,
@@ -142,6 +142,9 @@ def main() -> int:
             x, mmos, [r["distortion"] for r in test_rows], min_count=20).items()}
         results["by_mode"][metric] = {k: (e.result.srcc if e.result else None) for k, e in breakdown(
             x, mmos, [r["mode"] for r in test_rows], min_count=20).items()}
+        uniform = [i for i, r in enumerate(test_rows) if r["mode"] == "uniform"]
+        results["by_severity"][metric] = {k: (e.result.srcc if e.result else None) for k, e in breakdown(
+            x[uniform], np.array(mmos)[uniform], [test_rows[i]["roi_severity"] for i in uniform], min_count=20).items()}
         codec_rows = [i for i, r in enumerate(test_rows) if r["distortion"] in CODEC_TYPES]
         if len(codec_rows) >= 20:
             results["codec"][metric] = srcc(x[codec_rows], np.array(mmos)[codec_rows])
@@ -280,6 +283,12 @@ def write_report(args, results, scores, notes, build, targets, train_photos, tes
               "| metric | " + " | ".join(modes) + " |", "| --- |" + " ---: |" * len(modes)]
     for m in metrics:
         cells = [results["by_mode"][m].get(k) for k in modes]
+        lines.append(f"| {m} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
+    severities = [1, 2, 3, 4, 5]
+    lines += ["", "## SRCC with the mean MMOS per severity (uniform mode, all types mixed, test photos)", "",
+              "| metric | " + " | ".join(f"s{k}" for k in severities) + " |", "| --- |" + " ---: |" * len(severities)]
+    for m in metrics:
+        cells = [results["by_severity"][m].get(k) for k in severities]
         lines.append(f"| {m} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
     lines += ["", "Plots: `machine_preference_scatter.png` (metric vs mean MMOS, test photos), "
               "`machine_preference_srcc.png` (SRCC with 95% CIs per target).", ""]
