@@ -31,7 +31,9 @@ def _score_setup(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="ViT-B-32", help="backbone name (default ViT-B-32; offline: "
                         "torchvision/mobilenet_v2 or efficientnet-lite0)")
     parser.add_argument("--pretrained", default=None, help="pretrained tag or weights path (default: the backbone's)")
-    parser.add_argument("--resize", default="resize", choices=["resize", "center_crop", "tile"])
+    from mlclipsim.backbones.preprocessing import RESIZE_POLICIES
+
+    parser.add_argument("--resize", default="resize", choices=sorted(RESIZE_POLICIES))
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
 

@@ -87,6 +87,19 @@ def test_tiled_encoder_concatenates_tokens_of_all_tiles():
     assert out.embedding.shape == (2, 16)
 
 
+def test_native_policy_runs_a_cnn_at_the_image_size_and_fixed_size_encoders_refuse_it():
+    encoder = create_backbone("torchvision/mobilenet_v2", pretrained="random", resize="native")
+    images = random_images(2, (128, 96)).requires_grad_()
+    out = encoder(images, layers=["features.3", "features.17"])
+    assert out.tokens["features.3"].shape[1] == (128 // 4) * (96 // 4)  # stride 4, no resize to 224
+    assert out.tokens["features.17"].shape[1] == (128 // 32) * (96 // 32)
+    out.embedding.sum().backward()
+    assert images.grad is not None and torch.isfinite(images.grad).all()
+    for name in (TINY_VIT, TINY_RESNET):
+        with pytest.raises(ValueError, match="needs a fixed input size.*native"):
+            tiny_encoder(name, resize="native")
+
+
 def test_missing_weights_error_names_all_four_ways(monkeypatch):
     monkeypatch.delenv("MLCLIPSIM_WEIGHTS_DIR", raising=False)
     with pytest.raises(MissingWeightsError) as info:

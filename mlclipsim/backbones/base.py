@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mlclipsim.backbones.preprocessing import get_resize_policy, normalize
+from mlclipsim.backbones.preprocessing import SIZE_FREE_POLICIES, get_resize_policy, normalize
 
 EMBEDDING = "embedding"
 """Name of the global-embedding term wherever layer names and weights are listed together."""
@@ -57,17 +57,24 @@ class FrozenEncoder(nn.Module):
         layer_names: every layer whose tokens can be returned, shallow to deep.
         default_layers: the layers ML-CLIPSim uses when the caller names none.
         input_size: side S of the square input the encoder was trained at.
+        accepts_any_size: True for fully convolutional encoders, which may run on the image as it
+            is (resize policy ``"native"``).
     """
 
     layer_names: tuple[str, ...] = ()
     default_layers: tuple[str, ...] = ()
     input_size: int = 224
+    accepts_any_size: bool = False
 
     def __init__(self, name: str, mean: Sequence[float], std: Sequence[float], resize: str = "resize") -> None:
         super().__init__()
         self.name = name
         self.resize_policy = resize
         self._resize_fn = get_resize_policy(resize)
+        if resize in SIZE_FREE_POLICIES and not self.accepts_any_size:
+            raise ValueError(f"Backbone {name!r} needs a fixed input size, so resize={resize!r} is not possible; "
+                             "use 'resize', 'center_crop' or 'tile', or a convolutional backbone such as "
+                             "'torchvision/mobilenet_v2'.")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
 

@@ -67,6 +67,8 @@ def load_state_dict_file(path: Path) -> dict:
 class CNNEncoder(FrozenEncoder):
     """Frozen CNN whose intermediate block outputs are collected with forward hooks."""
 
+    accepts_any_size = True
+
     def __init__(self, name: str, spec: CNNSpec, pretrained: str | os.PathLike | None = None,
                  resize: str = "resize", allow_download: bool | None = None) -> None:
         super().__init__(name, spec.mean, spec.std, resize)

@@ -13,6 +13,11 @@ Resize policies (registry ``RESIZE_POLICIES``, keyed by name):
   S does not divide the side); a side shorter than S is first upsampled to S. Sees fine
   distortions (noise, compression artefacts) that downsampling would hide, at a cost that grows
   with the image area (a 1600 x 1200 photo at S=224 makes 48 tiles).
+- ``"native"``: no resize at all; the encoder runs on the image as it is. Only for fully
+  convolutional encoders (the CNNs of the registry; a ViT's position embeddings or a CLIP ResNet's
+  attention pool fix its input size, and they refuse this policy). Made for codec training on small
+  crops: a 128-px crop costs (128/224)^2 = 1/3 of the resized forward and backward pass, and the
+  encoder sees the codec's artefacts at their true scale.
 
 Measured (``benchmarks/results/resize_policy.md``, validation photos of the offline dataset,
 MobileNetV2): SRCC with the mean machine opinion score 0.718 for ``resize``, 0.698 for
@@ -79,11 +84,20 @@ def tile(images: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
     return stacked.flatten(0, 1), len(tiles)
 
 
+def native(images: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
+    """No resize: (N,3,H,W) -> (N,3,H,W), one view per image (``size`` is ignored)."""
+    return images, 1
+
+
 RESIZE_POLICIES: dict[str, ResizeFn] = {
     "resize": resize_whole,
     "center_crop": resize_center_crop,
     "tile": tile,
+    "native": native,
 }
+
+SIZE_FREE_POLICIES = frozenset({"native"})
+"""Policies that keep the input size: only encoders with ``accepts_any_size`` may use them."""
 
 
 def get_resize_policy(name: str) -> ResizeFn:
