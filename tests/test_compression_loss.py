@@ -90,7 +90,7 @@ def test_ml_clipsim_term_on_real_mobilenet_uses_calibrated_scale(mobilenet):
     model, x = _codec(), random_images(1, (64, 64))
     criterion = RateDistortionLoss(0.01, [{"name": "ml-clipsim", "backbone": "torchvision/mobilenet_v2"}])
     term = criterion.terms[0]
-    assert term.scale == CALIBRATED_SCALES[("torchvision/mobilenet_v2", "rescale")]
+    assert term.scale == CALIBRATED_SCALES[("torchvision/mobilenet_v2", "rescale", "resize")]
     calls = []
     original = term.prepare
     term.prepare = lambda target: calls.append(torch.is_grad_enabled()) or original(target)

@@ -32,6 +32,20 @@ def _trainer(max_steps: int, **options) -> L.Trainer:
     return L.Trainer(**settings)
 
 
+def test_datamodule_excludes_held_out_photos_from_a_list_file(tmp_path):
+    folder = _photos(tmp_path / "photos")
+    names = sorted(p.name for p in folder.iterdir())
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text(f"# held out for a study\n{names[0]}\n{names[1].rsplit('.', 1)[0]}  # a stem works too\n")
+    data = CodecDataModule(str(folder), crop_size=32, batch_size=2, val_fraction=0.25, exclude=str(held_out))
+    data.setup()
+    kept = {p.name for p in (*data.train_dataset.paths, *data.val_dataset.paths)}
+    assert kept == set(names[2:])
+    assert CodecDataModule(str(folder), exclude=[names[0]]).exclude == {names[0]}
+    with pytest.raises(FileNotFoundError, match="one photo file name per line"):
+        CodecDataModule(str(folder), exclude=str(tmp_path / "missing.txt"))
+
+
 def test_datamodule_splits_by_photo_and_is_seeded(tmp_path, monkeypatch):
     folder = _photos(tmp_path / "photos")
     data = CodecDataModule(str(folder), crop_size=32, batch_size=2, val_fraction=0.34, seed=3)
@@ -164,7 +178,8 @@ def test_recipes_are_complete_and_valid():
         for term in model["terms"]:
             assert term["name"] in list_terms()
             if term["name"] == "ml-clipsim":
-                assert (term["backbone"], term.get("cosine_map", "rescale")) in CALIBRATED_SCALES
+                assert (term["backbone"], term.get("cosine_map", "rescale"), term.get("resize", "resize")) \
+                    in CALIBRATED_SCALES
         assert sum(t.get("weight", 1.0) for t in model["terms"]) == pytest.approx(1.0)
 
 

@@ -1,14 +1,16 @@
 """Measure the scale that puts ``1 - ML-CLIPSim`` on the MSE scale of CompressAI's lambda ladder.
 
     MLCLIPSIM_OFFLINE=1 python -m mlclipsim.compression.calibrate_lambda [--backbone torchvision/mobilenet_v2]
-        [--pretrained TAG_OR_PATH] [--images FOLDER] [--photos 0] [--out calibration.json]
+        [--pretrained TAG_OR_PATH] [--images FOLDER] [--photos 0] [--resize resize] [--crop 256]
+        [--out calibration.json]
 
 Method. At a rate-distortion optimum of ``R + lambda * D``, ``lambda * dD/dR = -1``: lambda sets the
 slope. Two distortions give the same operating point under one lambda when their slopes along the
 codec's rate-distortion curve agree, so the scale is the ratio of slopes,
 ``scale = (dD_mse/dR) / (d(1 - ML-CLIPSim)/dR)`` with ``D_mse = 255**2 * MSE``. The probe codec is JPEG
 (Pillow, 4:2:0) at 13 qualities on one 256x256 centre crop per photo (photos first shrunk so that
-their shorter side is at most 512 px). Per quality the distortions are averaged over the photos; the
+their shorter side is at most 512 px; ``--crop`` sets another crop size, e.g. the training crops of a
+recipe whose encoder runs with ``resize: native``). Per quality the distortions are averaged over the photos; the
 slope ratio over the rate interval [R/sqrt(2), R*sqrt(2)] is the ratio of the distortion drops over
 that interval (interpolated linearly in rate), reported at 0.5, 0.75 and 1.0 bpp. The scale
 kept is the one at 0.5 bpp, the middle of CompressAI's ladder.
@@ -40,7 +42,7 @@ CROP = 256
 MAX_SHORT_SIDE = 512
 
 
-def _crop(path) -> np.ndarray:
+def _crop(path, crop: int = CROP) -> np.ndarray:
     from mlclipsim.data.image_io import read_image_array
 
     image = Image.fromarray(read_image_array(path))
@@ -48,12 +50,12 @@ def _crop(path) -> np.ndarray:
     if short > MAX_SHORT_SIDE:
         factor = MAX_SHORT_SIDE / short
         image = image.resize((round(image.width * factor), round(image.height * factor)), Image.BICUBIC)
-    if min(image.size) < CROP:
-        factor = CROP / min(image.size)
-        image = image.resize((max(CROP, round(image.width * factor)), max(CROP, round(image.height * factor))),
+    if min(image.size) < crop:
+        factor = crop / min(image.size)
+        image = image.resize((max(crop, round(image.width * factor)), max(crop, round(image.height * factor))),
                              Image.BICUBIC)
-    left, top = (image.width - CROP) // 2, (image.height - CROP) // 2
-    return np.asarray(image.crop((left, top, left + CROP, top + CROP)), dtype=np.float32) / 255.0
+    left, top = (image.width - crop) // 2, (image.height - crop) // 2
+    return np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.float32) / 255.0
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -67,7 +69,8 @@ def _drop(rates: np.ndarray, values: np.ndarray, target: float) -> float:
 
 
 def calibrate(backbone: str = "torchvision/mobilenet_v2", pretrained: str | None = None, images: str | None = None,
-              photos: int = 0, cosine_maps: Sequence[str] = ("rescale", "clamp")) -> dict:
+              photos: int = 0, cosine_maps: Sequence[str] = ("rescale", "clamp"), resize: str = "resize",
+              crop: int = CROP) -> dict:
     from mlclipsim.compression.datamodule import find_photos
     from mlclipsim.distortions.codecs import encode_decode
     from mlclipsim.metrics import MLCLIPSimScorer
@@ -76,21 +79,21 @@ def calibrate(backbone: str = "torchvision/mobilenet_v2", pretrained: str | None
     paths = find_photos(images)
     if photos:
         paths = paths[:photos]
-    first = MLCLIPSimScorer(backbone, pretrained=pretrained, cosine_map=cosine_maps[0])
+    first = MLCLIPSimScorer(backbone, pretrained=pretrained, cosine_map=cosine_maps[0], resize=resize)
     scorers = {cosine_maps[0]: first}
     for name in cosine_maps[1:]:
         scorers[name] = MLCLIPSimScorer(first.encoder, cosine_map=name)
     rows = {q: {"bpp": [], "d_mse": [], "d_ms_ssim": [], **{f"d_clip_{m}": [] for m in cosine_maps}}
             for q in QUALITIES}
-    crops = [_crop(p) for p in paths]
-    for crop in crops:
-        reference = _to_tensor(crop)
+    crops = [_crop(p, crop) for p in paths]
+    for photo in crops:
+        reference = _to_tensor(photo)
         features = {m: s.reference_features(reference) for m, s in scorers.items()}
         for q in QUALITIES:
-            decoded, n_bytes = encode_decode(crop, "jpeg", q)
+            decoded, n_bytes = encode_decode(photo, "jpeg", q)
             x = _to_tensor(decoded)
             row = rows[q]
-            row["bpp"].append(8.0 * n_bytes / (CROP * CROP))
+            row["bpp"].append(8.0 * n_bytes / (crop * crop))
             row["d_mse"].append(255.0**2 * float(((x - reference) ** 2).mean()))
             row["d_ms_ssim"].append(1.0 - float(ms_ssim(x, reference)))
             for m, scorer in scorers.items():
@@ -98,8 +101,8 @@ def calibrate(backbone: str = "torchvision/mobilenet_v2", pretrained: str | None
     curve = {q: {k: float(np.mean(v)) for k, v in row.items()} for q, row in rows.items()}
     rates = np.array([curve[q]["bpp"] for q in QUALITIES])
     mse = np.array([curve[q]["d_mse"] for q in QUALITIES])
-    result: dict = {"backbone": backbone, "pretrained": pretrained, "photos": len(paths), "crop": CROP,
-                    "qualities": list(QUALITIES), "curve": curve, "slope_ratios": {}}
+    result: dict = {"backbone": backbone, "pretrained": pretrained, "resize": resize, "photos": len(paths),
+                    "crop": crop, "qualities": list(QUALITIES), "curve": curve, "slope_ratios": {}}
     for target in TARGET_BPPS:
         entry = {"mse_lambda_jpeg": 1.0 / (_drop(rates, mse, target) / (target * (math.sqrt(2) - 1 / math.sqrt(2))))}
         ms = np.array([curve[q]["d_ms_ssim"] for q in QUALITIES])
@@ -138,11 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", default=None, help="folder of photos (default: the shared photos)")
     parser.add_argument("--photos", type=int, default=0, help="use the first N photos (0: all)")
     parser.add_argument("--cosine-map", nargs="+", default=["rescale", "clamp"], choices=["rescale", "clamp"])
+    parser.add_argument("--resize", default="resize", help="the encoder's resize policy (e.g. native)")
+    parser.add_argument("--crop", type=int, default=CROP, help="side of the centre crop of every photo (px)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="write the full result as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = calibrate(args.backbone, args.pretrained, args.images, args.photos, args.cosine_map)
+    result = calibrate(args.backbone, args.pretrained, args.images, args.photos, args.cosine_map, args.resize,
+                       args.crop)
     print(f"{'q':>3} {'bpp':>6} {'255^2*MSE':>10} {'1-MS-SSIM':>10} " +
           " ".join(f"{'1-MLC(' + m + ')':>16}" for m in args.cosine_map))
     for q, row in result["curve"].items():

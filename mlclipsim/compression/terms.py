@@ -69,10 +69,12 @@ TermSpec = str | Mapping[str, Any]
 MSE_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 MS_SSIM_LAMBDAS = (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00)
 
-CALIBRATED_SCALES: dict[tuple[str, str], float] = {
-    # (backbone, cosine_map): scale; see the module docstring and calibrate_lambda.py.
-    ("torchvision/mobilenet_v2", "rescale"): 1354.8,
-    ("torchvision/mobilenet_v2", "clamp"): 679.0,
+CALIBRATED_SCALES: dict[tuple[str, str, str], float] = {
+    # (backbone, cosine_map, resize policy): scale; see the module docstring and calibrate_lambda.py.
+    ("torchvision/mobilenet_v2", "rescale", "resize"): 1354.8,
+    ("torchvision/mobilenet_v2", "clamp", "resize"): 679.0,
+    ("torchvision/mobilenet_v2", "rescale", "native"): 1434.3,
+    ("torchvision/mobilenet_v2", "clamp", "native"): 720.1,
 }
 """Measured by ``MLCLIPSIM_OFFLINE=1 python -m mlclipsim.compression.calibrate_lambda`` on all 86 shared photos.
 
@@ -80,11 +82,17 @@ Slope ratio ``dD_mse / d(1 - ML-CLIPSim)`` along JPEG's rate-distortion curve (2
 
 =========================  ========  =========  ========
                            0.5 bpp   0.75 bpp   1.0 bpp
-=========================  ========  =========  ========
-mobilenet_v2, rescale      1354.8    989.8     995.6
-mobilenet_v2, clamp         679.0     495.2      497.9
-MS-SSIM (check)            1724.3    1819.5     2095.4
-=========================  ========  =========  ========
+=================================  ========  =========  ========
+mobilenet_v2, rescale              1354.8    989.8     995.6
+mobilenet_v2, clamp                 679.0     495.2      497.9
+mobilenet_v2, rescale, native      1434.3    981.7     888.8
+mobilenet_v2, clamp, native         720.1     492.1      445.2
+MS-SSIM (check)                    1724.3    1819.5     2095.4
+=================================  ========  =========  ========
+
+The ``native`` rows (``--resize native``: the encoder runs on the 256-px crops as they are, as the
+small recipes run it on their 128-px training crops, at a third of the cost of resizing them to
+224 px) are in ``benchmarks/results/codecs/calibrate_lambda_native.json``.
 
 The scale kept is the 0.5-bpp value. The MS-SSIM row is the check of the method: CompressAI's own
 ladders give ``lambda_ms-ssim / lambda_mse`` = 1253..1333, within a factor 1.4 of the probe's value
@@ -174,7 +182,7 @@ class MLCLIPSimTerm(DistortionTerm):
         cosine_map: default ``"rescale"``: every token keeps a gradient, which a codec trained from
             scratch needs.
         scale: the factor that puts the term on the MSE scale; None takes it from
-            :data:`CALIBRATED_SCALES` for (backbone, cosine_map), else fails saying how to measure it.
+            :data:`CALIBRATED_SCALES` for (backbone, cosine_map, resize), else fails saying how to measure it.
     """
 
     def __init__(self, name: str = "ml-clipsim", weight: float = 1.0, backbone: Any = "torchvision/mobilenet_v2",
@@ -185,7 +193,7 @@ class MLCLIPSimTerm(DistortionTerm):
         super().__init__(name, weight)
         from mlclipsim.metrics import MLCLIPSimLoss
 
-        self.scale = resolve_ml_clipsim_scale(backbone, cosine_map, scale)  # before the (slower) encoder
+        self.scale = resolve_ml_clipsim_scale(backbone, cosine_map, scale, resize)  # before the (slower) encoder
         self.loss = MLCLIPSimLoss(backbone, pretrained=pretrained, layers=layers, weights=weights, resize=resize,
                                   cosine_map=cosine_map, allow_download=allow_download,
                                   **dict(backbone_options or {}))
@@ -204,20 +212,21 @@ class MLCLIPSimTerm(DistortionTerm):
         return f"{super().extra_repr()}, scale={self.scale:.6g}"
 
 
-def resolve_ml_clipsim_scale(backbone: Any, cosine_map: str, scale: float | None) -> float:
-    """``scale`` if given (must be positive), else the calibrated value for (backbone, cosine_map)."""
+def resolve_ml_clipsim_scale(backbone: Any, cosine_map: str, scale: float | None, resize: str = "resize") -> float:
+    """``scale`` if given (must be positive), else the calibrated value for (backbone, cosine_map, resize)."""
     if scale is not None:
         if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"ml-clipsim scale must be a positive number, got {scale!r}.")
         return float(scale)
     name = backbone if isinstance(backbone, str) else getattr(backbone, "name", type(backbone).__name__)
-    key = (name, cosine_map)
+    key = (name, cosine_map, resize)
     if key in CALIBRATED_SCALES and CALIBRATED_SCALES[key] > 0:
         return CALIBRATED_SCALES[key]
-    known = ", ".join(f"{b} ({m})" for b, m in CALIBRATED_SCALES)
-    raise ValueError(f"No calibrated ml-clipsim scale for backbone {name!r} with cosine_map {cosine_map!r} "
-                     f"(calibrated: {known}). Measure one with `python -m mlclipsim.compression.calibrate_lambda "
-                     f"--backbone {name} --cosine-map {cosine_map}` and pass it as the term's `scale` option.")
+    known = ", ".join(f"{b} (cosine_map {m}, resize {r})" for b, m, r in CALIBRATED_SCALES)
+    raise ValueError(f"No calibrated ml-clipsim scale for backbone {name!r} with cosine_map {cosine_map!r} and resize "
+                     f"{resize!r} (calibrated: {known}). Measure one with `python -m "
+                     f"mlclipsim.compression.calibrate_lambda --backbone {name} --cosine-map {cosine_map} --resize "
+                     f"{resize}` and pass it as the term's `scale` option.")
 
 
 class ImportedTerm(DistortionTerm):
