@@ -57,6 +57,20 @@ def find_photos(folders: str | os.PathLike | Sequence[str | os.PathLike] | None)
     return paths
 
 
+def read_photo_list(photos: str | os.PathLike | Sequence[str] | None) -> frozenset[str]:
+    """Photo names from a list, or from a text file with one name per line (``#`` comments); None: empty."""
+    if photos is None:
+        return frozenset()
+    if isinstance(photos, str | os.PathLike):
+        path = Path(photos)
+        if not path.is_file():
+            raise FileNotFoundError(f"Photo list {str(path)!r} does not exist: give a text file with one photo file "
+                                    "name per line, or a list of names.")
+        lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+        return frozenset(line for line in lines if line)
+    return frozenset(str(name) for name in photos)
+
+
 def photo_key(path: Path) -> str:
     """The split key of a photo: its folder name and file stem."""
     return f"{path.parent.name}/{path.stem}"
@@ -202,11 +216,14 @@ class CodecDataModule(L.LightningDataModule):
         seed: seeds the split, the order and the crop positions.
         num_workers: DataLoader workers.
         cache_images: keep decoded photos in memory (per process) instead of decoding them per crop.
+        exclude: photos kept out of training and validation altogether (held out for a study): a list
+            of file names or stems, or the path of a text file with one per line (``#`` starts a comment).
     """
 
     def __init__(self, images: str | list[str] | None = None, crop_size: int = 256, val_crop_size: int | None = None,
                  batch_size: int = 16, val_batch_size: int | None = None, val_fraction: float = 0.1,
-                 crops_per_photo: int = 1, seed: int = 0, num_workers: int = 0, cache_images: bool = False) -> None:
+                 crops_per_photo: int = 1, seed: int = 0, num_workers: int = 0, cache_images: bool = False,
+                 exclude: str | list[str] | None = None) -> None:
         super().__init__()
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
@@ -224,6 +241,7 @@ class CodecDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.cache_images = cache_images
+        self.exclude = read_photo_list(exclude)
         self.train_dataset: RandomCropDataset | None = None
         self.val_dataset: CenterCropDataset | None = None
 
@@ -231,6 +249,8 @@ class CodecDataModule(L.LightningDataModule):
         if self.train_dataset is not None:
             return
         paths = find_photos(self.images)
+        if self.exclude:
+            paths = [p for p in paths if p.name not in self.exclude and p.stem not in self.exclude]
         by_key = {photo_key(p): p for p in paths}
         train_keys, val_keys = split_by_photo(by_key, (1.0 - self.val_fraction, self.val_fraction), seed=self.seed)
         if not train_keys:
