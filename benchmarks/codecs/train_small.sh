@@ -6,10 +6,10 @@
 # Two chains run side by side, one CPU thread each; every run writes runs/<recipe>/lambda_<l>/ and is
 # exported to benchmarks/results/codecs/small/<recipe>_<l>.pth (a plain CompressAI state dict).
 # A run that finished (its .pth exists) is skipped, so re-running the script resumes.
-#   STEPS=2000 bash benchmarks/codecs/train_small.sh
+#   STEPS=1500 bash benchmarks/codecs/train_small.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-STEPS=${STEPS:-2000}
+STEPS=${STEPS:-1500}
 PY=${PY:-.venv/bin/python}
 export MLCLIPSIM_OFFLINE=1 OMP_NUM_THREADS=1
 OUT=benchmarks/results/codecs/small
