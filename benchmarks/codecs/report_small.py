@@ -37,10 +37,13 @@ def main() -> int:
         for line in (args.runs / "wall_times.txt").read_text().splitlines():
             recipe, lmbda, steps, _, seconds, _ = line.split()
             times[(recipe, lmbda)] = (steps, seconds)
+    steps_run = "/".join(sorted({steps for steps, _ in times.values()})) or "?"
     lines = ["# Small codecs (bmshj2018-factorized, N=64, M=96), trained on the shared photos", "",
-             "Trained by `STEPS=1000 bash benchmarks/codecs/train_small.sh` (two runs side by side, one CPU thread "
-             "each, this 2-core machine); table by `python benchmarks/codecs/report_small.py`. Values: the last "
-             "validation (the recipes' validation photos, 256-px centre crops).", "",
+             f"Trained by `STEPS={steps_run} bash benchmarks/codecs/train_small.sh` (two runs side by side, one CPU "
+             "thread each, this 2-core machine; the photos of `benchmarks/results/heldout_photos.txt` excluded); "
+             "table by `python benchmarks/codecs/report_small.py`. Values: the last validation (the recipes' "
+             "validation photos, 256-px centre crops). The exported codecs (plain CompressAI state dicts) are "
+             "`benchmarks/results/codecs/small/<recipe>_<lambda>.pth`.", "",
              "| recipe | lambda | steps | wall s | " + " | ".join(label for _, label in COLUMNS) + " |",
              "| --- | ---: | ---: | ---: |" + " ---: |" * len(COLUMNS)]
     for path in sorted(args.runs.glob("*.metrics.csv")):
