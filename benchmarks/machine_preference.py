@@ -16,6 +16,11 @@ bootstrap CIs over test photos, PLCC and RMSE after the 5-parameter logistic fit
 split, for the mean MMOS and each task's MMOS; 2AFC on PSNR-matched pairs
 (overall and per task) and on ROI-vs-background pairs; SRCC per distortion type, per region mode and
 on the codec distortions. The encoder must not be one of the task models that made the labels.
+
+Region-weighted ML-CLIPSim (``region_weights="mask"`` with the ROI of the labelling task models'
+predictions on the reference, and ``"saliency"`` from the reference's own features, no labels) is
+calibrated ML-CLIPSim with per-token weights; its background floor alpha is chosen on the validation
+photos (best mean of SRCC with the MMOS and ROI-vs-background 2AFC accuracy), never on the test photos.
 """
 
 from __future__ import annotations
@@ -28,17 +33,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mlclipsim.backbones import EMBEDDING, MissingWeightsError
 from mlclipsim.data.calibration_job import all_layer_scorer, component_scores
 from mlclipsim.data.datamodules import MachineQualityDataModule, load_manifest, load_pairs
+from mlclipsim.data.image_io import read_image
+from mlclipsim.data.region_scores import reference_roi_mask, region_components, region_weighted_scores
 from mlclipsim.data.score_images import dataset_image_pairs, score_images
 from mlclipsim.eval import bootstrap_ci, breakdown, evaluate, krcc, srcc, two_afc
 from mlclipsim.metrics.baselines import BaselineUnavailable, create_baseline
+from mlclipsim.metrics.functional.ml_clipsim import MLCLIPSimScorer
 from mlclipsim.metrics.layer_weights import load_calibrated_weights
 
 PIXEL_METRICS = ("psnr", "ssim", "ms-ssim")
 CODEC_TYPES = ("jpeg", "jpeg_quality", "webp_quality")
+REGION_ALPHAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+REGION_ROWS = {"mask": "ML-CLIPSim region-weighted (ROI mask)", "saliency": "ML-CLIPSim region-weighted (saliency)"}
 ENCODER_AS_TASK_MODEL = {"torchvision/mobilenet_v2": "mobilenet_v2", "efficientnet-lite0": "efficientnet-lite0"}
 
 
@@ -116,6 +127,12 @@ def main() -> int:
         [components[r["distorted_path"]][names.index(layer)] for r in train_rows], train_mmos))
     scores[f"ablation: single layer {best} (best on train photos, {short})"] = weighted(
         components, [names.index(best)], np.ones(1))
+    region = None
+    if record is not None:
+        region = region_weighting(root, encoder_scorer.encoder, record["weights"], build, rows, pairs,
+                                  set(module.photos_of("val")), test_photos)
+        scores.update(region.pop("scores"))
+        notes.extend(region.pop("notes"))
 
     for spec in args.clip:
         backbone, _, tag = spec.partition(":")
@@ -171,9 +188,79 @@ def main() -> int:
         for i, a in enumerate(model_columns + targets[1:]) for b in (model_columns + targets[1:])[i + 1:]
         if a.split("/")[0] == b.split("/")[0]}
 
+    if region is not None:
+        results["region_weighting"] = region
     seconds = time.perf_counter() - start
     write_report(args, results, scores, notes, build, targets, train_photos, test_photos, test_rows, seconds)
     return 0
+
+
+def region_weighting(root: Path, encoder, layer_weights: dict[str, float], build: dict, rows: list[dict],
+                     pairs: list[dict], val_photos: set[str], test_photos: set[str]) -> dict:
+    """Region-weighted calibrated ML-CLIPSim: alpha chosen on the validation photos, scores of val + test images.
+
+    Returns ``{"scores": {row name: {path: score}}, "notes": [...], "sweep": ..., "alpha": ..., "check": ...}``.
+    """
+    scorer = MLCLIPSimScorer(encoder, layers=[k for k in layer_weights if k != EMBEDDING], weights=layer_weights)
+    roi_models = build["config"]["roi_models"]
+    used = {r["reference_path"] for r in rows if r["photo"] in val_photos | test_photos}
+    image_pairs = [(d, r) for d, r in dataset_image_pairs(root) if r in used]
+    cache = f"region__{encoder.name.replace('/', '__')}__{'+'.join(scorer.layers)}"
+    stats = region_components(root, scorer, roi_models, image_pairs, cache)
+    weights, count = scorer.layer_weights.numpy(), len(scorer.layers)
+
+    # the ROI masks rebuilt from the cached predictions are the data engine's own (same ROI fraction)
+    fractions = {r["reference_path"]: float(r["roi_fraction"]) for r in rows if r["reference_path"] in used
+                 and float(r["roi_fraction"]) > 0}
+    mismatch = max((abs(float(reference_roi_mask(root, Path(path).stem, roi_models,
+                                                 *read_image(root / path).shape[-2:]).mean()) - fraction)
+                    for path, fraction in fractions.items()), default=0.0)
+    if mismatch > 1e-4:
+        raise RuntimeError(f"ROI masks rebuilt from the cached predictions differ from the manifest's ROI fractions "
+                           f"(max difference {mismatch:.4g}); is the dataset complete?")
+
+    val_rows = [r for r in rows if r["photo"] in val_photos]
+    val_pairs = [p for p in pairs if p["kind"] == "roi_vs_background" and p["photo"] in val_photos]
+    sweep: dict = {}
+    chosen: dict = {}
+    for source in REGION_ROWS:
+        sweep[source] = {}
+        for alpha in REGION_ALPHAS:
+            values = region_weighted_scores(stats, source, count, weights, alpha)
+            val_srcc = srcc([values[r["distorted_path"]] for r in val_rows], [r["mmos"] for r in val_rows])
+            val_acc = two_afc([values[p["a_path"]] for p in val_pairs], [values[p["b_path"]] for p in val_pairs],
+                              [p["soft_label"] for p in val_pairs]).accuracy if val_pairs else None
+            sweep[source][alpha] = {"val_srcc": val_srcc, "val_roi_bg_accuracy": val_acc}
+        chosen[source] = max(REGION_ALPHAS, key=lambda a, e=sweep[source]: (
+            e[a]["val_srcc"] + (e[a]["val_roi_bg_accuracy"] or 0.0)) / 2)
+
+    # the stored decomposition is the library's own score: check it on one test reference
+    reference_path = sorted(r["reference_path"] for r in rows if r["photo"] in test_photos)[0]
+    sample = [r for r in rows if r["reference_path"] == reference_path][:8]
+    reference = read_image(root / reference_path)[None]
+    distorted = torch.stack([read_image(root / r["distorted_path"]) for r in sample])
+    mask = torch.from_numpy(reference_roi_mask(root, Path(reference_path).stem, roi_models, *reference.shape[-2:]))
+    check = 0.0
+    for source, alpha in chosen.items():
+        library = MLCLIPSimScorer(encoder, layers=scorer.layers, weights=layer_weights, region_weights=source,
+                                  region_alpha=alpha)
+        options = {"mask": mask.expand(len(sample), -1, -1)} if source == "mask" else {}
+        with torch.no_grad():
+            direct = library(distorted, reference.expand(len(sample), -1, -1, -1), **options).numpy()
+        decomposed = region_weighted_scores({r["distorted_path"]: stats[r["distorted_path"]] for r in sample},
+                                            source, count, weights, alpha)
+        check = max(check, float(np.abs(direct - np.array([decomposed[r["distorted_path"]] for r in sample])).max()))
+    if check > 1e-4:
+        raise RuntimeError(f"Region-weighted scores from the cache differ from the library by {check:.3g}")
+    notes = [f"Region-weighted ML-CLIPSim: calibrated layer weights ({', '.join(scorer.layers)}); alpha chosen on "
+             f"{len(val_photos)} validation photos ({len(val_rows)} images, {len(val_pairs)} ROI-vs-background pairs): "
+             f"ROI mask {chosen['mask']}, saliency {chosen['saliency']}. The ROI mask is the union of the labelling "
+             f"task models' predictions on the reference ({', '.join(roi_models)}): privileged information, like a "
+             "user passing task-model boxes; the saliency row uses no labels (norm of the reference's "
+             f"{max(scorer.layers, key=encoder.layer_names.index)} tokens). Library vs stored decomposition on "
+             f"{len(sample)} test images: max difference {check:.1e}."]
+    scores = {REGION_ROWS[s]: region_weighted_scores(stats, s, count, weights, a) for s, a in chosen.items()}
+    return {"scores": scores, "notes": notes, "sweep": sweep, "alpha": chosen, "library_check": check}
 
 
 def correlation(x: np.ndarray, y: np.ndarray, groups: list[str], n_resamples: int) -> dict:
@@ -223,7 +310,29 @@ def write_report(args, results, scores, notes, build, targets, train_photos, tes
             acc = results["two_afc"]["psnr_matched"][calibrated]["soft_label"]["accuracy"]
             lines.append(f"- 2AFC accuracy on PSNR-matched pairs: {acc:.3f} (target >= 0.80: "
                          f"{'met' if acc >= 0.8 else 'MISSED'})")
+    if "roi_vs_background" in results["two_afc"] and "region_weighting" in results:
+        for m in (calibrated, *REGION_ROWS.values()):
+            acc = results["two_afc"]["roi_vs_background"][m]["soft_label"]["accuracy"]
+            lines.append(f"- 2AFC accuracy on ROI-vs-background pairs, {m}: {acc:.3f} (target for region-weighted "
+                         f"ML-CLIPSim >= 0.80: {'met' if acc >= 0.8 else 'MISSED'})")
     lines.append("")
+
+    if "region_weighting" in results:
+        sweep = results["region_weighting"]["sweep"]
+        lines += ["## Region weighting: the background floor alpha on the validation photos", "",
+                  "w = alpha + (1 - alpha) * region map per token (alpha = 1: unweighted). Chosen: the best mean of "
+                  "SRCC with the mean MMOS and ROI-vs-background 2AFC accuracy, on validation photos only.", "",
+                  "| alpha | " + " | ".join(f"{s} SRCC | {s} ROI-bg 2AFC" for s in sweep) + " |",
+                  "| ---: |" + " ---: | ---: |" * len(sweep)]
+        for alpha in REGION_ALPHAS:
+            cells = []
+            for source in sweep:
+                e = sweep[source][alpha]
+                mark = " *" if results["region_weighting"]["alpha"][source] == alpha else ""
+                acc = "-" if e["val_roi_bg_accuracy"] is None else f"{e['val_roi_bg_accuracy']:.3f}"
+                cells += [f"{e['val_srcc']:.3f}{mark}", acc]
+            lines.append(f"| {alpha} | " + " | ".join(cells) + " |")
+        lines += ["", "(* = chosen)", ""]
 
     if calibrated:
         pixel = {m: results["by_type"][m.upper()] for m in PIXEL_METRICS if m.upper() in results["by_type"]}

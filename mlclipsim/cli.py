@@ -1,6 +1,8 @@
 """The ``mlclipsim`` command. Subcommands are registered in ``COMMANDS`` (name -> (setup, run)).
 
     mlclipsim score REF DIST [--backbone NAME] [--pretrained TAG_OR_PATH] [--json]
+    mlclipsim compress IMAGE_OR_DIR OUT_DIR --codec webp --target-mlclipsim 0.9
+    mlclipsim rate-task --images DIR --codec jpeg webp ... --task-model centernet ... --out DIR
 """
 
 from __future__ import annotations
@@ -199,6 +201,63 @@ def _run_codec(args: argparse.Namespace) -> int:
 
 register_command("codec", "learned codec on files: `codec compress IMAGE OUT.bin --checkpoint CKPT`, "
                  "`codec decompress IN.bin IMAGE --checkpoint CKPT`", _codec_setup, _run_codec)
+
+
+# ----------------------------------------------------------------------------- compress / rate-task
+
+
+def _compress_setup(parser: argparse.ArgumentParser) -> None:
+    from mlclipsim.compression.cli_rate import compress_setup
+
+    compress_setup(parser)
+
+
+def _run_compress(args: argparse.Namespace) -> int:
+    from mlclipsim.compression.cli_rate import compress_run
+
+    return compress_run(args)
+
+
+def _rate_task_setup(parser: argparse.ArgumentParser) -> None:
+    from mlclipsim.compression.cli_rate import rate_task_setup
+
+    rate_task_setup(parser)
+
+
+def _run_rate_task(args: argparse.Namespace) -> int:
+    from mlclipsim.compression.cli_rate import rate_task_run
+
+    return rate_task_run(args)
+
+
+register_command("compress", "each image at the lowest codec quality whose ML-CLIPSim reaches a target "
+                 "(`compress IMAGE_OR_DIR OUT_DIR --codec webp --target-mlclipsim 0.9`)", _compress_setup,
+                 _run_compress)
+register_command("rate-task", "rate-task curves: codecs x operating points x photos, scored by task models, "
+                 "PSNR, MS-SSIM and ML-CLIPSim; mean curves, plots, BD-rates", _rate_task_setup, _run_rate_task)
+
+
+# ----------------------------------------------------------------------------- train-ramiqa
+
+
+def _train_ramiqa_setup(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", required=True,
+                        help="LightningCLI YAML, repeatable (a file, or a config shipped in mlclipsim/configs, "
+                             "e.g. ra_miqa.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="overrides, e.g. model.heads=[segmentation/consistency] trainer.max_epochs=5 "
+                             "export=outputs/ra_miqa/segmentation.pt")
+
+
+def _run_train_ramiqa(args: argparse.Namespace) -> int:
+    from mlclipsim.data.ra_miqa_train import cli_arguments, train
+
+    train(cli_arguments(args.config, args.overrides))
+    return 0
+
+
+register_command("train-ramiqa", "train RA-MIQA (no-reference, region-aware machine quality) on a built dataset",
+                 _train_ramiqa_setup, _run_train_ramiqa)
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -134,7 +134,6 @@ def test_main_and_aux_gradients_touch_disjoint_parameters():
     ({"name": "mse", "backbone": "x"}, "has no option"),
     ({"name": "ml-clipsim", "backbone": "efficientnet-lite0"}, "calibrate_lambda --backbone efficientnet-lite0"),
     ({"name": "ml-clipsim", "scale": -3.0, "backbone": "efficientnet-lite0"}, "positive"),
-    ({"name": "ra-miqa"}, "RAMIQALoss"),
 ])
 def test_bad_term_configs_name_the_valid_choices(spec, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

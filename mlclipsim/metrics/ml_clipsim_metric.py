@@ -37,6 +37,9 @@ class MLCLIPSim(Metric):
         pretrained: open_clip tag (default ``"openai"`` where available), weights path, or ``"random"``.
         layers, weights, resize, cosine_map, allow_download, backbone_options: see
             :class:`~mlclipsim.metrics.functional.ml_clipsim.MLCLIPSimScorer`.
+        region_weights, region_alpha: region weighting, off by default: ``"mask"`` (then
+            ``update(preds, target, mask=...)`` with (N,1,H,W) or (N,H,W) masks in [0,1]) or
+            ``"saliency"`` (from the references' own features); see the scorer.
         kwargs: torchmetrics Metric options (``dist_sync_on_step``, ``sync_on_compute``, ...).
 
     Example:
@@ -63,22 +66,26 @@ class MLCLIPSim(Metric):
         cosine_map: str = "clamp",
         allow_download: bool | None = None,
         backbone_options: Mapping[str, Any] | None = None,
+        region_weights: str | None = None,
+        region_alpha: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.scorer = MLCLIPSimScorer(backbone, pretrained=pretrained, layers=layers, weights=weights,
                                       resize=resize, cosine_map=cosine_map, allow_download=allow_download,
+                                      region_weights=region_weights, region_alpha=region_alpha,
                                       **dict(backbone_options or {}))
         self.add_state("score_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def reference_features(self, target: torch.Tensor) -> ReferenceFeatures:
-        """Encode references once (no gradients) to pass again as ``target``."""
-        return self.scorer.reference_features(target)
+    def reference_features(self, target: torch.Tensor, mask: torch.Tensor | None = None) -> ReferenceFeatures:
+        """Encode references once (no gradients) to pass again as ``target`` (with their region mask, if any)."""
+        return self.scorer.reference_features(target, mask=mask)
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures) -> None:
-        """Score a batch and add it to the running mean."""
-        scores = self.scorer(preds, target)
+    def update(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures,
+               mask: torch.Tensor | None = None) -> None:
+        """Score a batch and add it to the running mean (``mask``: for ``region_weights="mask"``)."""
+        scores = self.scorer(preds, target, mask=mask)
         self.score_sum = self.score_sum + scores.sum().to(self.score_sum.dtype)
         self.total = self.total + scores.numel()
 
@@ -99,7 +106,8 @@ class MLCLIPSimLoss(nn.Module):
 
     Args:
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-image (N,) losses).
-        other arguments: as for :class:`MLCLIPSim`. For codecs trained from scratch consider
+        other arguments: as for :class:`MLCLIPSim` (``region_weights="mask"``: pass ``mask=`` with the
+            call or to :meth:`reference_features`). For codecs trained from scratch consider
             ``cosine_map="rescale"`` so that early, unrelated reconstructions still get gradients.
     """
 
@@ -113,6 +121,8 @@ class MLCLIPSimLoss(nn.Module):
         cosine_map: str = "clamp",
         reduction: Reduction = "mean",
         allow_download: bool | None = None,
+        region_weights: str | None = None,
+        region_alpha: float | None = None,
         **backbone_options: Any,
     ) -> None:
         super().__init__()
@@ -120,12 +130,15 @@ class MLCLIPSimLoss(nn.Module):
         self.reduction = reduction
         self.scorer = MLCLIPSimScorer(backbone, pretrained=pretrained, layers=layers, weights=weights,
                                       resize=resize, cosine_map=cosine_map, allow_download=allow_download,
+                                      region_weights=region_weights, region_alpha=region_alpha,
                                       **backbone_options)
 
-    def reference_features(self, target: torch.Tensor) -> ReferenceFeatures:
-        """Encode references once (no gradients) to pass again as ``target``."""
-        return self.scorer.reference_features(target)
+    def reference_features(self, target: torch.Tensor, mask: torch.Tensor | None = None) -> ReferenceFeatures:
+        """Encode references once (no gradients) to pass again as ``target`` (with their region mask, if any)."""
+        return self.scorer.reference_features(target, mask=mask)
 
-    def forward(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures) -> torch.Tensor:
-        similarity = self.scorer(preds, target, range_tolerance=LOSS_RANGE_TOLERANCE)
+    def forward(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``1 - ML-CLIPSim`` of preds against target, reduced (``mask``: for ``region_weights="mask"``)."""
+        similarity = self.scorer(preds, target, range_tolerance=LOSS_RANGE_TOLERANCE, mask=mask)
         return reduce(1.0 - similarity, self.reduction)

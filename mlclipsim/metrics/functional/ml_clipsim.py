@@ -20,6 +20,10 @@ identical tokens (also two all-zero tokens, e.g. dead ReLU positions), lies in [
 finite gradient everywhere, including at zero vectors and at identical inputs.
 
 Identical images score 1. Higher is better.
+
+Region weighting (``region_weights="mask"`` or ``"saliency"``, off by default): the mean over tokens
+becomes a weighted mean whose weights favour the reference's objects, so damage inside them costs
+more than damage around them; see :mod:`mlclipsim.metrics.functional.region_weights`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 from torch import nn
 
 from mlclipsim.backbones import EMBEDDING, EncoderOutput, FrozenEncoder, create_backbone
+from mlclipsim.metrics.functional.region_weights import RegionWeighting
 from mlclipsim.metrics.input_checks import check_device, check_images, check_same_shape
 from mlclipsim.metrics.layer_weights import resolve_layer_weights
 
@@ -108,12 +113,14 @@ class ReferenceFeatures:
     Attributes:
         features: the detached encoder output for the reference batch.
         image_size: (H, W) of the reference images.
-        fingerprint: identifies the encoder, layers and preprocessing that produced them.
+        fingerprint: identifies the encoder, layers, preprocessing and region weighting that produced them.
+        token_weights: region weights (N, T) per layer when the scorer weights regions (else None).
     """
 
     features: EncoderOutput
     image_size: tuple[int, int]
     fingerprint: tuple
+    token_weights: dict[str, torch.Tensor] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -121,7 +128,8 @@ class ReferenceFeatures:
 
     def select(self, index: torch.Tensor | slice) -> ReferenceFeatures:
         """Rows of the batch (e.g. to pair them with a sub-batch of distorted images)."""
-        return ReferenceFeatures(self.features.select(index), self.image_size, self.fingerprint)
+        weights = None if self.token_weights is None else {k: v[index] for k, v in self.token_weights.items()}
+        return ReferenceFeatures(self.features.select(index), self.image_size, self.fingerprint, weights)
 
     def expand(self, count: int) -> ReferenceFeatures:
         """Features of one reference repeated ``count`` times (views, no copy): to score several
@@ -131,7 +139,9 @@ class ReferenceFeatures:
                              "use select() to pick one first.")
         tokens = {k: v.expand(count, *v.shape[1:]) for k, v in self.features.tokens.items()}
         embedding = self.features.embedding.expand(count, -1)
-        return ReferenceFeatures(EncoderOutput(tokens, embedding), self.image_size, self.fingerprint)
+        weights = (None if self.token_weights is None
+                   else {k: v.expand(count, *v.shape[1:]) for k, v in self.token_weights.items()})
+        return ReferenceFeatures(EncoderOutput(tokens, embedding), self.image_size, self.fingerprint, weights)
 
 
 class MLCLIPSimScorer(nn.Module):
@@ -152,6 +162,11 @@ class MLCLIPSimScorer(nn.Module):
             :mod:`mlclipsim.backbones.preprocessing` for why whole-image resize is the default.
         cosine_map: ``"clamp"`` (default) or ``"rescale"``: how negative cosines map into [0,1].
         allow_download: allow the upstream weight download (default: unless MLCLIPSIM_OFFLINE=1).
+        region_weights: None (default, off), ``"mask"`` (per-token weights from a mask passed with the
+            references, ``mask=`` (N,1,H,W) or (N,H,W) in [0,1]) or ``"saliency"`` (from the reference's
+            own deepest-layer features, no labels); see :mod:`~mlclipsim.metrics.functional.region_weights`.
+        region_alpha: the background's floor weight in (0, 1] (w = alpha + (1 - alpha) * mask); None for
+            the source's default.
         backbone_options: passed to the encoder, e.g. ``include_class_token=True`` for ViTs.
 
     The frozen encoder's parameters are left out of ``state_dict()`` (they come from their weight
@@ -167,9 +182,12 @@ class MLCLIPSimScorer(nn.Module):
         resize: str = "resize",
         cosine_map: str = "clamp",
         allow_download: bool | None = None,
+        region_weights: str | None = None,
+        region_alpha: float | None = None,
         **backbone_options: Any,
     ) -> None:
         super().__init__()
+        region = RegionWeighting.create(region_weights, region_alpha)
         if isinstance(backbone, FrozenEncoder):
             if pretrained is not None or backbone_options or resize not in ("resize", backbone.resize_policy):
                 raise ValueError("pretrained, resize and backbone options apply when backbone is a name; an already "
@@ -184,6 +202,10 @@ class MLCLIPSimScorer(nn.Module):
         self.encoder = encoder
         self.cosine_map = cosine_map
         self.layers, weight_vector = resolve_layer_weights(encoder, layers, weights)
+        if region is not None and not self.layers:
+            raise ValueError("region_weights weights the tokens of the compared layers, but this configuration "
+                             "compares the global embedding only; add token layers or set region_weights=None.")
+        self.region = region
         self.register_buffer("layer_weights", weight_vector)
         self._register_state_dict_hook(_drop_encoder_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_encoder_keys)
@@ -194,7 +216,7 @@ class MLCLIPSimScorer(nn.Module):
 
     @property
     def fingerprint(self) -> tuple:
-        return (self.encoder.name, self.encoder.resize_policy, self.layers, id(self.encoder))
+        return (self.encoder.name, self.encoder.resize_policy, self.layers, id(self.encoder), self.region)
 
     def weights_by_name(self) -> dict[str, float]:
         """The normalised weights, keyed by layer name and ``"embedding"``."""
@@ -203,18 +225,34 @@ class MLCLIPSimScorer(nn.Module):
     def _encode(self, images: torch.Tensor) -> EncoderOutput:
         return self.encoder(images.to(self.layer_weights.dtype), self.layers)
 
-    def reference_features(self, target: torch.Tensor, validate: bool = True) -> ReferenceFeatures:
-        """Encode reference images (N,3,H,W) in [0,1] once, without gradients."""
+    def reference_features(self, target: torch.Tensor, validate: bool = True,
+                           mask: torch.Tensor | None = None) -> ReferenceFeatures:
+        """Encode reference images (N,3,H,W) in [0,1] once, without gradients.
+
+        With region weighting the token weights are computed here too (``mask``: (N,1,H,W) or (N,H,W) in
+        [0,1] for ``region_weights="mask"``; it may also be given later, with the call).
+        """
         if validate:
             if isinstance(target, torch.Tensor):
                 check_device(target, self.device, "target")
             check_images(target, "target")
+        if mask is not None and self.region is None:
+            raise ValueError("A mask was given but this ML-CLIPSim does not weight regions; construct it with "
+                             "region_weights='mask'.")
         with torch.no_grad():
             features = self._encode(target).detach()
-        return ReferenceFeatures(features, tuple(target.shape[-2:]), self.fingerprint)
+        size = tuple(target.shape[-2:])
+        weights = None
+        if self.region is not None and (mask is not None or not self.region.needs_mask):
+            weights = self.region.token_weights(self.encoder, features, self.layers, size, mask)
+        return ReferenceFeatures(features, size, self.fingerprint, weights)
 
-    def _reference(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures,
-                   validate: bool) -> EncoderOutput:
+    def _reference(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures, validate: bool,
+                   mask: torch.Tensor | None = None) -> tuple[EncoderOutput, dict[str, torch.Tensor] | None]:
+        """The reference features and their region weights (None when unweighted)."""
+        if mask is not None and self.region is None:
+            raise ValueError("A mask was given but this ML-CLIPSim does not weight regions; construct it with "
+                             "region_weights='mask'.")
         if isinstance(target, ReferenceFeatures):
             if target.fingerprint != self.fingerprint:
                 raise ValueError("These reference features were computed by another ML-CLIPSim configuration "
@@ -228,26 +266,45 @@ class MLCLIPSimScorer(nn.Module):
             if target.features.embedding.device != preds.device:
                 raise ValueError(f"Reference features are on {target.features.embedding.device} but preds "
                                  f"on {preds.device}; compute them on the same device.")
-            return target.features
+            if self.region is None:
+                return target.features, None
+            if target.token_weights is not None:
+                if mask is not None:
+                    raise ValueError("These reference features already carry region weights (from the mask given "
+                                     "to reference_features()); do not pass a mask again.")
+                return target.features, target.token_weights
+            if self.region.needs_mask and mask is None:
+                raise ValueError("region_weights='mask' needs a mask: pass mask=(N,1,H,W) in [0,1] with the call "
+                                 "or to reference_features().")
+            weights = self.region.token_weights(self.encoder, target.features, self.layers, target.image_size, mask)
+            return target.features, weights
         if validate:
             check_images(target, "target")
             check_same_shape(preds, target)
-        return self.reference_features(target, validate=False).features
+        if self.region is not None and self.region.needs_mask and mask is None:
+            raise ValueError("region_weights='mask' needs a mask: pass mask=(N,1,H,W) in [0,1] with the references.")
+        reference = self.reference_features(target, validate=False, mask=mask)
+        return reference.features, reference.token_weights
 
     def components(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures,
-                   validate: bool = True, range_tolerance: float = 1e-3) -> torch.Tensor:
+                   validate: bool = True, range_tolerance: float = 1e-3,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
         """Per-layer similarities (N, L+1) in [0,1], columns ordered as ``(*self.layers, "embedding")``."""
         if validate:
             if isinstance(preds, torch.Tensor):
                 check_device(preds, self.device, "preds")
             check_images(preds, "preds", range_tolerance=range_tolerance)
-        reference = self._reference(preds, target, validate)
-        return similarity_components(self._encode(preds), reference, self.layers, self.cosine_map)
+        reference, token_weights = self._reference(preds, target, validate, mask)
+        return similarity_components(self._encode(preds), reference, self.layers, self.cosine_map, token_weights)
 
     def forward(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures,
-                validate: bool = True, range_tolerance: float = 1e-3) -> torch.Tensor:
-        """Similarity per image: preds (N,3,H,W) and target (same shape, or its ReferenceFeatures) -> (N,)."""
-        parts = self.components(preds, target, validate=validate, range_tolerance=range_tolerance)
+                validate: bool = True, range_tolerance: float = 1e-3,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Similarity per image: preds (N,3,H,W) and target (same shape, or its ReferenceFeatures) -> (N,).
+
+        ``mask``: the references' region masks (N,1,H,W) or (N,H,W) in [0,1], for ``region_weights="mask"``.
+        """
+        parts = self.components(preds, target, validate=validate, range_tolerance=range_tolerance, mask=mask)
         return parts @ self.layer_weights.to(parts.dtype)
 
 
@@ -264,10 +321,12 @@ def _ignore_missing_encoder_keys(module: nn.Module, incompatible_keys: Any) -> N
 
 @lru_cache(maxsize=4)
 def _cached_scorer(backbone: str, pretrained: str | None, layers: tuple | None, weights: tuple | None,
-                   resize: str, cosine_map: str, options: tuple) -> MLCLIPSimScorer:
+                   resize: str, cosine_map: str, options: tuple, region_weights: str | None = None,
+                   region_alpha: float | None = None) -> MLCLIPSimScorer:
     return MLCLIPSimScorer(backbone, pretrained=pretrained, layers=layers,
                            weights=dict(weights) if weights is not None else None,
-                           resize=resize, cosine_map=cosine_map, **dict(options))
+                           resize=resize, cosine_map=cosine_map, region_weights=region_weights,
+                           region_alpha=region_alpha, **dict(options))
 
 
 def ml_clipsim(
@@ -280,6 +339,9 @@ def ml_clipsim(
     resize: str = "resize",
     cosine_map: str = "clamp",
     reduction: Reduction = "mean",
+    region_weights: str | None = None,
+    region_alpha: float | None = None,
+    mask: torch.Tensor | None = None,
     **backbone_options: Any,
 ) -> torch.Tensor:
     """ML-CLIPSim between distorted ``preds`` and reference ``target``.
@@ -290,6 +352,8 @@ def ml_clipsim(
         backbone, pretrained, layers, weights, resize, cosine_map, backbone_options: as for
             :class:`MLCLIPSimScorer`. A named backbone is built once and cached (up to 4 configurations).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` for the (N,) per-image scores.
+        region_weights, region_alpha: region weighting (default off), as for :class:`MLCLIPSimScorer`.
+        mask: the references' region masks (N,1,H,W) or (N,H,W) in [0,1], for ``region_weights="mask"``.
 
     Returns:
         The reduced similarity; 1 for identical images, higher is better.
@@ -298,14 +362,15 @@ def ml_clipsim(
         >>> score = ml_clipsim(distorted, reference, backbone="ViT-B-32", pretrained="openai")  # doctest: +SKIP
     """
     if isinstance(backbone, FrozenEncoder):
-        scorer = MLCLIPSimScorer(backbone, layers=layers, weights=weights, cosine_map=cosine_map)
+        scorer = MLCLIPSimScorer(backbone, layers=layers, weights=weights, cosine_map=cosine_map,
+                                 region_weights=region_weights, region_alpha=region_alpha)
     else:
         scorer = _cached_scorer(
             backbone, None if pretrained is None else str(pretrained),
             None if layers is None else tuple(layers),
             None if weights is None else tuple(sorted(weights.items())),
-            resize, cosine_map, tuple(sorted(backbone_options.items())),
+            resize, cosine_map, tuple(sorted(backbone_options.items())), region_weights, region_alpha,
         )
     if isinstance(preds, torch.Tensor) and scorer.device != preds.device:
         scorer.to(preds.device)
-    return reduce(scorer(preds, target), reduction)
+    return reduce(scorer(preds, target, mask=mask), reduction)
