@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +93,34 @@ def mobilenet():
 def random_images(n: int = 2, size: tuple[int, int] = (64, 64), seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(n, 3, *size, generator=generator)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests: small models on a CPU that others share (2 threads spin-wait)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_two_gloo_workers(worker: Callable, *args) -> dict:
+    """Run ``worker(rank, 2, port, *args, queue)`` in 2 spawned processes; returns {rank: value} from the queue.
+
+    Each worker puts one ``(rank, value)`` tuple on the queue; every process must exit with status 0.
+    """
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    processes = [context.Process(target=worker, args=(rank, 2, port, *args, queue)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    results = dict(queue.get(timeout=240) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    return results

@@ -25,14 +25,7 @@ from mlclipsim.compression.codec_interface import (
 )
 from mlclipsim.compression.learned_codec import LearnedCodec, point_labels, register_learned_codec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: these tests run small models on a CPU that others share (2 threads spin-wait)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread for this module
 
 PIL_FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF", "jxl": "JXL"}
 

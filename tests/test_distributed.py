@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from conftest import TINY_VIT, random_images, tiny_encoder
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from conftest import TINY_VIT, random_images, run_two_gloo_workers, tiny_encoder
 
 
 def _worker(rank: int, world_size: int, port: int, queue) -> None:
@@ -42,15 +34,6 @@ def test_two_process_gloo_sync_equals_single_process():
     metric.update(random_images(6, seed=2), random_images(6, seed=1))
     expected = metric.compute().item()
 
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    port = _free_port()
-    processes = [context.Process(target=_worker, args=(rank, 2, port, queue)) for rank in range(2)]
-    for process in processes:
-        process.start()
-    results = dict(queue.get(timeout=240) for _ in processes)
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    results = run_two_gloo_workers(_worker)
     assert results[0] == pytest.approx(expected, abs=1e-6)
     assert results[1] == pytest.approx(expected, abs=1e-6)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from conftest import random_images
+from conftest import random_images, run_two_gloo_workers
 
 from mlclipsim.backbones import MissingWeightsError
 from mlclipsim.metrics.ra_miqa_model import RAMIQAModel, parse_heads
@@ -330,11 +328,6 @@ def test_train_ramiqa_command_runs_the_packaged_config(tmp_path):
 # ----------------------------------------------------------------------------------------------- DDP
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _worker(rank: int, world_size: int, port: int, path: str, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -358,16 +351,7 @@ def test_two_process_gloo_sync_equals_single_process(saved_model):
     metric = RAMIQA(task="classification", weights=saved_model)
     metric.update(random_images(5, seed=11))
     expected = metric.compute().item()
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    port = _free_port()
-    processes = [context.Process(target=_worker, args=(rank, 2, port, str(saved_model), queue)) for rank in range(2)]
-    for process in processes:
-        process.start()
-    results = dict(queue.get(timeout=240) for _ in processes)
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    results = run_two_gloo_workers(_worker, str(saved_model))
     assert results[0] == pytest.approx(expected, abs=1e-6)
     assert results[1] == pytest.approx(expected, abs=1e-6)
 

@@ -17,14 +17,7 @@ from mlclipsim.cli import main
 from mlclipsim.compression.codec_interface import Codec, CodedImages, create_codec
 from mlclipsim.compression.rate_control import RateControlledCodec, check_target, control_rate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: these tests run small models on a CPU that others share (2 threads spin-wait)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread for this module
 
 # ----------------------------------------------------------------------------- a codec with known scores
 
