@@ -40,9 +40,8 @@ from mlclipsim.data.calibration_job import all_layer_scorer, component_scores
 from mlclipsim.data.datamodules import MachineQualityDataModule, load_manifest, load_pairs
 from mlclipsim.data.image_io import read_image
 from mlclipsim.data.region_scores import reference_roi_mask, region_components, region_weighted_scores
-from mlclipsim.data.score_images import dataset_image_pairs, score_images
+from mlclipsim.data.score_images import dataset_image_pairs, score_baselines
 from mlclipsim.eval import bootstrap_ci, breakdown, evaluate, krcc, srcc, two_afc
-from mlclipsim.metrics.baselines import BaselineUnavailable, create_baseline
 from mlclipsim.metrics.functional.ml_clipsim import MLCLIPSimScorer
 from mlclipsim.metrics.layer_weights import load_calibrated_weights
 
@@ -92,16 +91,7 @@ def main() -> int:
     image_pairs = [(d, r) for d, r in dataset_image_pairs(root) if r in test_references]
 
     # ------------------------------------------------------------------ scores of every image
-    scores: dict[str, dict[str, float]] = {}
-    notes: list[str] = []
-    for name in ("psnr", "ssim", "ms-ssim", "lpips", "dists"):
-        try:
-            scorer = create_baseline(name)
-        except BaselineUnavailable as err:
-            notes.append(f"{name.upper()}: not run: {err}.")
-            continue
-        values = score_images(root, name, lambda d, r, s=scorer: s(d, r.expand_as(d)), image_pairs)
-        scores[name.upper()] = {k: float(v) for k, v in values.items()}
+    scores, notes = score_baselines(root, ("psnr", "ssim", "ms-ssim", "lpips", "dists"), image_pairs)
 
     encoder_scorer = all_layer_scorer(args.encoder)
     names = [*encoder_scorer.layers, EMBEDDING]

@@ -39,9 +39,8 @@ from mlclipsim.data.datamodules import MachineQualityDataModule, load_manifest, 
 from mlclipsim.data.image_io import read_image
 from mlclipsim.data.ra_miqa_features import FROZEN_KEYS, cache_features, frozen_spec, load_cached
 from mlclipsim.data.ra_miqa_train import cli_arguments, train
-from mlclipsim.data.score_images import score_images
+from mlclipsim.data.score_images import score_baselines, score_images
 from mlclipsim.eval import bootstrap_ci, breakdown, evaluate, srcc, two_afc
-from mlclipsim.metrics.baselines import BaselineUnavailable, create_baseline
 from mlclipsim.metrics.functional.ra_miqa import shipped_path
 from mlclipsim.metrics.layer_weights import load_calibrated_weights
 from mlclipsim.metrics.ra_miqa_model import FrozenFeatures, RAMIQAModel
@@ -113,15 +112,8 @@ def check_cached_path(model: RAMIQAModel, paths: list[str], root: Path, cache_di
 def baseline_scores(root: Path, test_rows: list[dict], notes: list[str]) -> dict[str, dict[str, float]]:
     """PSNR, SSIM, MS-SSIM and calibrated ML-CLIPSim of the test images (shared score cache)."""
     pairs = sorted({(r["distorted_path"], r["reference_path"]) for r in test_rows})
-    scores: dict[str, dict[str, float]] = {}
-    for name in ("psnr", "ssim", "ms-ssim"):
-        try:
-            scorer = create_baseline(name)
-        except BaselineUnavailable as err:
-            notes.append(f"{name.upper()}: not run: {err}.")
-            continue
-        values = score_images(root, name, lambda d, r, s=scorer: s(d, r.expand_as(d)), pairs)
-        scores[name.upper()] = {k: float(v) for k, v in values.items()}
+    scores, baseline_notes = score_baselines(root, ("psnr", "ssim", "ms-ssim"), pairs)
+    notes.extend(baseline_notes)
     scorer = all_layer_scorer(ENCODER)
     names = [*scorer.layers, EMBEDDING]
 

@@ -61,6 +61,29 @@ def score_images(root: str | os.PathLike, name: str, scorer: PairScorer, pairs: 
     return cache
 
 
+def score_baselines(root: str | os.PathLike, names: Iterable[str], pairs: Iterable[tuple[str, str]],
+                    ) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Score ``pairs`` with each named baseline (``psnr``, ``ssim``, ...), cached like :func:`score_images`.
+
+    Returns ``({NAME: {distorted path: score}}, notes)``: a baseline whose weights are not available is
+    left out, with a note saying why.
+    """
+    from mlclipsim.metrics.baselines import BaselineUnavailable, create_baseline
+
+    pairs = list(pairs)
+    scores: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    for name in names:
+        try:
+            scorer = create_baseline(name)
+        except BaselineUnavailable as err:
+            notes.append(f"{name.upper()}: not run: {err}.")
+            continue
+        values = score_images(root, name, lambda d, r, s=scorer: s(d, r.expand_as(d)), pairs)
+        scores[name.upper()] = {k: float(v) for k, v in values.items()}
+    return scores, notes
+
+
 def _save(path: Path, cache: dict[str, np.ndarray]) -> None:
     """Write the cache atomically (a killed run keeps the previous checkpoint)."""
     path.parent.mkdir(parents=True, exist_ok=True)
