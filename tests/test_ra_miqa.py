@@ -152,16 +152,23 @@ def test_loss_reductions_gradients_and_functional(saved_model):
         RAMIQALoss(weights=saved_model, reduction="max")
 
 
-def test_codec_term_hook_builds_ra_miqa(saved_model):
-    from mlclipsim.compression.terms import build_term
+def test_codec_term_builds_ra_miqa(saved_model):
+    from mlclipsim.compression.terms import RA_MIQA_SCALES, build_term
 
-    term = build_term({"name": "ra-miqa", "weight": 0.5, "weights": str(saved_model), "task": "detection"})
-    assert term.needs_reference is False and term.weight == 0.5
-    x_hat = random_images(2, seed=10).requires_grad_()
+    with pytest.raises(ValueError, match="calibrate_lambda --ra-miqa detection"):  # own weights: no known scale
+        build_term({"name": "ra-miqa", "weights": str(saved_model), "task": "detection"})
+    with pytest.raises(ValueError, match="positive"):
+        build_term({"name": "ra-miqa", "weights": str(saved_model), "scale": -1.0})
+    term = build_term({"name": "ra-miqa", "weight": 0.5, "weights": str(saved_model), "task": "detection",
+                       "scale": 700.0})
+    assert term.needs_reference is False and term.weight == 0.5 and term.scale == 700.0
+    x_hat = (random_images(2, seed=10) * 1.6 - 0.3).requires_grad_()  # strays past the loss's own tolerance
     raw = term(x_hat, None)
-    assert raw.ndim == 0
+    assert raw.ndim == 0 and torch.isfinite(raw)
     term.distortion(raw).backward()
-    assert torch.isfinite(x_hat.grad).all()
+    assert torch.isfinite(x_hat.grad).all() and x_hat.grad.abs().sum() > 0
+    shipped = build_term({"name": "ra-miqa", "task": "classification"})
+    assert shipped.scale == RA_MIQA_SCALES[("classification", "consistency")]
 
 
 def test_bad_inputs(saved_model, tmp_path):

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Train the small factorized-prior codecs of the codec-training issue: MSE and 0.5 MSE + 0.5 ML-CLIPSim,
-# four lambdas each, equal steps (STEPS) and data: the shared photos minus the held-out photos of
+# Train small factorized-prior codecs: by default those of the codec-training issue, MSE and
+# 0.5 MSE + 0.5 ML-CLIPSim, four lambdas each (LAMBDAS), equal steps (STEPS) and data: the shared photos minus the held-out photos of
 # benchmarks/results/heldout_photos.txt (the dataset's test split, on which the rate-task study scores
 # the codecs), with the recipes' own train/validation split and seed.
 # Two chains run side by side, one CPU thread each; every run writes runs/<recipe>/lambda_<l>/ and is
 # exported to benchmarks/results/codecs/small/<recipe>_<l>.pth (a plain CompressAI state dict).
 # A run that finished (its .pth exists) is skipped, so re-running the script resumes.
 #   STEPS=1500 bash benchmarks/codecs/train_small.sh
+# Other recipes of codecs/ by name, e.g. the RA-MIQA recipes (the RA-MIQA issue):
+#   STEPS=1500 bash benchmarks/codecs/train_small.sh bmshj2018-factorized_mse-ra-miqa_small
+#   STEPS=1500 LAMBDAS=0.0130 bash benchmarks/codecs/train_small.sh bmshj2018-factorized_ra-miqa_small
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS=${STEPS:-1500}
@@ -30,7 +33,15 @@ train() {  # recipe lambda
   echo "$recipe $lmbda $STEPS steps $(( $(date +%s) - start )) s" >> "$OUT/wall_times.txt"
 }
 
+RECIPES=("$@")
+[ ${#RECIPES[@]} -gt 0 ] || RECIPES=(bmshj2018-factorized_mix_small bmshj2018-factorized_mse_small)
+read -r -a LADDER <<< "${LAMBDAS:-0.0035 0.0067 0.0130 0.0250}"
+chain() {  # every other lambda of the ladder, from index $1; each lambda for every recipe
+  for ((i = $1; i < ${#LADDER[@]}; i += 2)); do
+    for recipe in "${RECIPES[@]}"; do train "$recipe" "${LADDER[$i]}"; done
+  done
+}
 mkdir -p runs
-( for l in 0.0035 0.0130; do train bmshj2018-factorized_mix_small $l; train bmshj2018-factorized_mse_small $l; done ) &
-( for l in 0.0067 0.0250; do train bmshj2018-factorized_mix_small $l; train bmshj2018-factorized_mse_small $l; done ) &
+chain 0 &
+[ ${#LADDER[@]} -gt 1 ] && chain 1 &
 wait

@@ -70,10 +70,10 @@ def _drop(rates: np.ndarray, values: np.ndarray, target: float) -> float:
 
 def calibrate(backbone: str = "torchvision/mobilenet_v2", pretrained: str | None = None, images: str | None = None,
               photos: int = 0, cosine_maps: Sequence[str] = ("rescale", "clamp"), resize: str = "resize",
-              crop: int = CROP) -> dict:
+              crop: int = CROP, ra_miqa_tasks: Sequence[str] = ()) -> dict:
     from mlclipsim.compression.datamodule import find_photos
     from mlclipsim.distortions.codecs import encode_decode
-    from mlclipsim.metrics import MLCLIPSimScorer
+    from mlclipsim.metrics import MLCLIPSimScorer, RAMIQALoss
 
     torch.set_grad_enabled(False)
     paths = find_photos(images)
@@ -83,8 +83,9 @@ def calibrate(backbone: str = "torchvision/mobilenet_v2", pretrained: str | None
     scorers = {cosine_maps[0]: first}
     for name in cosine_maps[1:]:
         scorers[name] = MLCLIPSimScorer(first.encoder, cosine_map=name)
-    rows = {q: {"bpp": [], "d_mse": [], "d_ms_ssim": [], **{f"d_clip_{m}": [] for m in cosine_maps}}
-            for q in QUALITIES}
+    ra_miqa = {task: RAMIQALoss(task=task, reduction="none") for task in ra_miqa_tasks}
+    rows = {q: {"bpp": [], "d_mse": [], "d_ms_ssim": [], **{f"d_clip_{m}": [] for m in cosine_maps},
+                **{f"d_ra_miqa_{t}": [] for t in ra_miqa}} for q in QUALITIES}
     crops = [_crop(p, crop) for p in paths]
     for photo in crops:
         reference = _to_tensor(photo)
@@ -98,6 +99,8 @@ def calibrate(backbone: str = "torchvision/mobilenet_v2", pretrained: str | None
             row["d_ms_ssim"].append(1.0 - float(ms_ssim(x, reference)))
             for m, scorer in scorers.items():
                 row[f"d_clip_{m}"].append(1.0 - float(scorer(x, features[m])))
+            for task, loss in ra_miqa.items():
+                row[f"d_ra_miqa_{task}"].append(float(loss(x)[0]))
     curve = {q: {k: float(np.mean(v)) for k, v in row.items()} for q, row in rows.items()}
     rates = np.array([curve[q]["bpp"] for q in QUALITIES])
     mse = np.array([curve[q]["d_mse"] for q in QUALITIES])
@@ -110,9 +113,13 @@ def calibrate(backbone: str = "torchvision/mobilenet_v2", pretrained: str | None
         for m in cosine_maps:
             clip = np.array([curve[q][f"d_clip_{m}"] for q in QUALITIES])
             entry[f"ml_clipsim_{m}"] = _drop(rates, mse, target) / _drop(rates, clip, target)
+        for task in ra_miqa:
+            no_reference = np.array([curve[q][f"d_ra_miqa_{task}"] for q in QUALITIES])
+            entry[f"ra_miqa_{task}"] = _drop(rates, mse, target) / _drop(rates, no_reference, target)
         result["slope_ratios"][str(target)] = entry
     result["compressai_ms_ssim_ratio"] = [round(a / b, 1) for a, b in zip(MS_SSIM_LAMBDAS[:6], MSE_LAMBDAS[:6])]
     result["scales"] = {m: result["slope_ratios"]["0.5"][f"ml_clipsim_{m}"] for m in cosine_maps}
+    result["ra_miqa_scales"] = {t: result["slope_ratios"]["0.5"][f"ra_miqa_{t}"] for t in ra_miqa}
     result["gradient_norm_ratio"] = _gradient_ratio(crops, scorers, result["scales"], rates)
     return result
 
@@ -143,17 +150,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cosine-map", nargs="+", default=["rescale", "clamp"], choices=["rescale", "clamp"])
     parser.add_argument("--resize", default="resize", help="the encoder's resize policy (e.g. native)")
     parser.add_argument("--crop", type=int, default=CROP, help="side of the centre crop of every photo (px)")
+    parser.add_argument("--ra-miqa", nargs="*", default=[], metavar="TASK",
+                        help="also calibrate the no-reference ra-miqa term with these shipped heads "
+                             "(e.g. detection classification)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="write the full result as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = calibrate(args.backbone, args.pretrained, args.images, args.photos, args.cosine_map, args.resize,
-                       args.crop)
+                       args.crop, args.ra_miqa)
     print(f"{'q':>3} {'bpp':>6} {'255^2*MSE':>10} {'1-MS-SSIM':>10} " +
-          " ".join(f"{'1-MLC(' + m + ')':>16}" for m in args.cosine_map))
+          " ".join(f"{'1-MLC(' + m + ')':>16}" for m in args.cosine_map) +
+          "".join(f" {'1-RAMIQA(' + t[:3] + ')':>16}" for t in args.ra_miqa))
     for q, row in result["curve"].items():
         print(f"{q:>3} {row['bpp']:6.3f} {row['d_mse']:10.2f} {row['d_ms_ssim']:10.5f} " +
-              " ".join(f"{row['d_clip_' + m]:16.5f}" for m in args.cosine_map))
+              " ".join(f"{row['d_clip_' + m]:16.5f}" for m in args.cosine_map) +
+              "".join(f" {row['d_ra_miqa_' + t]:16.5f}" for t in args.ra_miqa))
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
     if args.out:
         with open(args.out, "w") as handle:

@@ -42,9 +42,10 @@ map without a calibrated scale needs ``scale`` explicitly (run the script with `
 Adding a term: decorate a factory with ``@register_term("name")`` (it receives the spec's options
 as keyword arguments and returns a :class:`DistortionTerm`), or give its import path in the spec.
 
-RA-MIQA hook: ``ra-miqa`` is registered as a no-reference term (``needs_reference = False``, called
-with the reconstructions alone, ``D = 1 - predicted machine quality``). It builds as soon as
-``mlclipsim.metrics`` provides ``RAMIQALoss``; until then it fails with a message saying so.
+RA-MIQA term. ``ra-miqa`` is a no-reference term (``needs_reference = False``: called with the
+reconstructions alone), ``D = scale * (1 - predicted machine quality)`` with a shipped RA-MIQA head.
+Its scale is measured the same way (slope ratio along JPEG at 0.5 bpp; :data:`RA_MIQA_SCALES`). Alone
+it can be gamed: nothing ties the reconstruction to the photo. The recipes mix it with MSE.
 """
 
 from __future__ import annotations
@@ -102,6 +103,28 @@ the ladder one step either way when rates must match exactly. At the JPEG qualit
 (q15), ``scale * (1 - ML-CLIPSim)`` pulls on the pixels about 20x harder than ``255**2 * MSE``
 (median ratio of gradient norms 20.1 for both maps, with the calibrated MobileNetV2 layer weights):
 the term's gradient is concentrated on what the encoder sees, not spread over all pixels.
+"""
+
+RA_MIQA_SCALES: dict[tuple[str, str], float] = {
+    # (task, target) of a shipped RA-MIQA head (MobileNetV2 hybrid): scale of ``1 - RA-MIQA``.
+    ("detection", "consistency"): 725.2,
+    ("classification", "consistency"): 929.5,
+}
+"""Measured by ``MLCLIPSIM_OFFLINE=1 python -m mlclipsim.compression.calibrate_lambda --resize native
+--cosine-map rescale --ra-miqa detection classification`` on all 86 shared photos (256-px centre crops,
+JPEG probe; ``benchmarks/results/codecs/calibrate_lambda_ra_miqa.json``). Slope ratio
+``dD_mse / d(1 - RA-MIQA)``:
+
+=====================  ========  =========  ========
+head                   0.5 bpp   0.75 bpp   1.0 bpp
+=====================  ========  =========  ========
+detection/consistency   725.2     575.6      633.1
+classification/cons.    929.5     815.4     1012.4
+=====================  ========  =========  ========
+
+Unlike ``1 - ML-CLIPSim``, ``1 - RA-MIQA`` does not reach 0 at the reference: along the probe it
+flattens at 0.27 (detection) and 0.40 (classification) above q80, where the head stops telling
+qualities apart.
 """
 
 _STRAY = 0.45  # reconstructions are clipped to [-0.45, 1.45] (straight-through) before ML-CLIPSim
@@ -293,30 +316,61 @@ register_term("ms-ssim")(MSSSIMTerm)
 register_term("ml-clipsim")(MLCLIPSimTerm)
 
 
-@register_term("ra-miqa")
-def _ra_miqa_term(name: str = "ra-miqa", weight: float = 1.0, scale: float = 1.0, **options: Any) -> DistortionTerm:
-    """No-reference hook: ``D = scale * (1 - RA-MIQA quality)`` once ``mlclipsim.metrics.RAMIQALoss`` exists."""
-    try:
-        from mlclipsim.metrics import RAMIQALoss  # type: ignore[attr-defined]
-    except ImportError:
-        raise ValueError("The 'ra-miqa' term needs mlclipsim.metrics.RAMIQALoss, which this version of mlclipsim "
-                         f"does not have yet; choose one of {_valid_choices(exclude=('ra-miqa',))}.") from None
+class RAMIQATerm(DistortionTerm):
+    """No-reference term: ``raw = 1 - RA-MIQA(x_hat)`` (mean predicted machine quality); ``D = scale * raw``.
 
-    class RAMIQATerm(DistortionTerm):
-        needs_reference = False
+    It is called with the reconstructions alone (``needs_reference = False``): nothing ties the image
+    to the photo it codes, so on its own a codec can game it (see codecs/README.md); mix it with a
+    fidelity term. Reconstructions are clipped to [-0.45, 1.45] (straight-through) before scoring.
 
-        def __init__(self) -> None:
-            super().__init__(name, weight)
-            self.loss = RAMIQALoss(**options)
-            self.scale = float(scale)
+    Args:
+        task, target: the RA-MIQA head (see :class:`~mlclipsim.metrics.RAMIQALoss`; default the shipped
+            detection consistency head).
+        weights: an RA-MIQA weights file (None: the shipped head).
+        scale: the factor that puts the term on the MSE scale; None takes it from
+            :data:`RA_MIQA_SCALES` for (task, target), else fails saying how to measure it.
+        allow_download: for the frozen encoders' weights.
+    """
 
-        def forward(self, preds: torch.Tensor, reference: Any = None) -> torch.Tensor:
-            return self.loss(preds)  # 1 - predicted machine quality
+    needs_reference = False
 
-        def distortion(self, raw: torch.Tensor) -> torch.Tensor:
-            return self.scale * raw
+    def __init__(self, name: str = "ra-miqa", weight: float = 1.0, task: str = "detection",
+                 target: str = "consistency", weights: str | os.PathLike | None = None, scale: float | None = None,
+                 allow_download: bool | None = None) -> None:
+        super().__init__(name, weight)
+        from mlclipsim.metrics import RAMIQALoss
 
-    return RAMIQATerm()
+        self.scale = resolve_ra_miqa_scale(task, target, scale, weights)
+        self.loss = RAMIQALoss(task=task, target=target, weights=weights, allow_download=allow_download)
+
+    def forward(self, preds: torch.Tensor, reference: Any = None) -> torch.Tensor:
+        bounded = preds + (preds.clamp(-_STRAY, 1.0 + _STRAY) - preds).detach()
+        return self.loss(bounded)  # 1 - predicted machine quality
+
+    def distortion(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.scale * raw
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, head={self.loss.head!r}, scale={self.scale:.6g}"
+
+
+def resolve_ra_miqa_scale(task: str, target: str, scale: float | None,
+                          weights: str | os.PathLike | None = None) -> float:
+    """``scale`` if given (must be positive), else the calibrated value of the shipped (task, target) head."""
+    if scale is not None:
+        if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"ra-miqa scale must be a positive number, got {scale!r}.")
+        return float(scale)
+    if weights is None and (task, target) in RA_MIQA_SCALES:
+        return RA_MIQA_SCALES[(task, target)]
+    which = f"weights {str(weights)!r}" if weights is not None else f"head {task}/{target}"
+    known = ", ".join(f"{t}/{g}" for t, g in RA_MIQA_SCALES)
+    raise ValueError(f"No calibrated ra-miqa scale for {which} (calibrated: the shipped heads {known}). Measure one "
+                     f"with `python -m mlclipsim.compression.calibrate_lambda --ra-miqa {task}` (for the shipped "
+                     "heads) and pass it as the term's `scale` option.")
+
+
+register_term("ra-miqa")(RAMIQATerm)
 
 
 def _valid_choices(exclude: Sequence[str] = ()) -> str:
