@@ -258,6 +258,26 @@ def test_rate_task_end_to_end_resumes_and_skips_a_corrupt_photo(photos, tmp_path
     assert {k: v for k, v in after.items() if not k.startswith("seconds/")} == \
         {k: v for k, v in before.items() if not k.startswith("seconds/")}
 
+    # a new folder seeded from the finished run's rows.csv + summary.json computes nothing, and its rows are
+    # the cached ones with their types (NaN MS-SSIM included)
+    seeded = tmp_path / "seeded"
+    args = _rate_task_args(photos, seeded, family)
+    assert main([*args, "--import-rows", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "'imported': 20" in captured.err
+    assert json.loads((seeded / "summary.json").read_text())["photos_processed_this_run"] == 0
+    for path in (out / "rows").rglob("*.json"):
+        original, copy = json.loads(path.read_text()), json.loads((seeded / path.relative_to(out)).read_text())
+        assert copy.keys() == original.keys()
+        for key, value in original.items():
+            assert value == copy[key] or (isinstance(value, float) and math.isnan(value) and math.isnan(copy[key])), key
+    assert (seeded / "rows.csv").read_text() == (out / "rows.csv").read_text()
+    # a source made with another photo size does not apply
+    other = [*args[:args.index("--size")], "--size", "160", *args[args.index("--size") + 2:]]
+    assert main([*other[:other.index("--out") + 1], str(tmp_path / "other"), *other[other.index("--out") + 2:],
+                 "--import-rows", str(out)]) == 2
+    assert "size=192" in capsys.readouterr().err
+
 
 def _prepared(path: Path, size: int) -> torch.Tensor:
     from mlclipsim.data.image_io import array_to_tensor

@@ -148,12 +148,15 @@ def rate_task_setup(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu (default), gpu, auto")
     parser.add_argument("--search", default="bisect", choices=["bisect", "exhaustive"],
                         help="rate-control search of the BASE@mlclipsim codecs")
+    parser.add_argument("--import-rows", default=None, metavar="RUN_DIR",
+                        help="first seed --out with the rows of a finished run (its rows.csv and summary.json), "
+                             "e.g. to add a codec to a committed study without recomputing the others")
     parser.add_argument("--bd-method", default="pchip", choices=["pchip", "akima", "cubic"])
     _add_learned(parser)
 
 
 def rate_task_run(args: argparse.Namespace) -> int:
-    from mlclipsim.compression.rate_task import RateTaskConfig, read_photo_list, run_rate_task
+    from mlclipsim.compression.rate_task import RateTaskConfig, import_rows, read_photo_list, run_rate_task
     from mlclipsim.data.image_io import ImageReadError
 
     try:
@@ -163,6 +166,9 @@ def rate_task_run(args: argparse.Namespace) -> int:
             learned=_families(args), photos=read_photo_list(args.photos) if args.photos else None, size=args.size,
             limit=args.limit, processes=args.processes, threads=args.threads, accelerator=args.accelerator,
             search=args.search, bd_method=args.bd_method)
+        if args.import_rows:
+            counts = import_rows(config, args.import_rows)
+            print(f"imported from {args.import_rows}: {counts}", file=sys.stderr)
         summary = run_rate_task(config)
     except (ValueError, FileNotFoundError, ImageReadError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

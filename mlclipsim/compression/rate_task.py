@@ -28,10 +28,16 @@ Batch scoring runs on Lightning's ``Trainer.predict`` through the data engine's
 rank): ``processes > 1`` runs CPU processes under ``ddp_spawn``, ``accelerator="gpu"`` puts the
 ML-CLIPSim encoder and learned codecs on each process's GPU (the ONNX task models stay on the CPU).
 Deterministic: no random choice anywhere; codecs run with fixed settings (AVIF on one thread).
+
+Adding a codec to a finished study: :func:`import_rows` seeds the cache of a new ``out`` from the
+``rows.csv`` and ``summary.json`` that a run wrote (e.g. a committed copy), after checking that they
+were made with the same photo size, encoder, search and learned checkpoints; only the rows it lacks
+are then computed.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -396,6 +402,84 @@ def run_items(config: RateTaskConfig, photos: Sequence[Path]) -> None:
                         return_predictions=False)
     finally:
         torch.set_num_threads(threads)  # the module's setup set this process's threads
+
+
+_INT_COLUMNS = frozenset({"height", "width", "bits", "bytes", "rc_codings"})
+_BOOL_COLUMNS = frozenset({"reached", "rc_monotone"})
+_TEXT_COLUMNS = frozenset({"photo", "codec", "point", "chosen_point"})
+
+
+def _typed_row(row: dict[str, str]) -> dict[str, Any]:
+    """A rows.csv row with the types the worker writes (empty cells: the key is absent; '' MS-SSIM: NaN)."""
+    typed: dict[str, Any] = {}
+    for key, text in row.items():
+        if key in _TEXT_COLUMNS:
+            if text != "":
+                typed[key] = text
+        elif key == "ms_ssim":
+            typed[key] = float(text) if text != "" else math.nan
+        elif text == "":
+            continue
+        elif key in _INT_COLUMNS:
+            typed[key] = int(text)
+        elif key in _BOOL_COLUMNS:
+            if text not in ("True", "False"):
+                raise ValueError(f"rows.csv: {key}={text!r} is not True/False.")
+            typed[key] = text == "True"
+        else:
+            typed[key] = float(text)
+    return typed
+
+
+def import_rows(config: RateTaskConfig, source: str | os.PathLike) -> dict[str, int]:
+    """Seed ``config.out``'s cache from a finished run's folder (its ``rows.csv`` and ``summary.json``).
+
+    Rows of codecs and points that ``config`` asks for, of photos it selects, holding every task model
+    it asks for, are written where the run would cache them, unless already cached; the photos that the
+    source found unreadable are marked so too. Raises ValueError if the source was made with another
+    photo size, encoder or rate-control search, or another checkpoint set for a learned codec of the same
+    name (its rows would not apply). Returns ``{"imported": n, "already_cached": n, "not_asked_for": n}``.
+    """
+    source = Path(source)
+    config.out.mkdir(parents=True, exist_ok=True)
+    check_run_config(config)
+    rows_path, summary_path = source / "rows.csv", source / "summary.json"
+    for path in (rows_path, summary_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} does not exist: import_rows takes the folder a rate-task run "
+                                    "wrote (rows.csv and summary.json).")
+    saved = json.loads(summary_path.read_text())["config"]
+    for key, current in (("size", config.size), ("backbone", config.backbone), ("pretrained", config.pretrained),
+                         ("search", config.search)):
+        if saved.get(key) != current:
+            raise ValueError(f"{str(source)!r} was made with {key}={saved.get(key)!r}, this run has {current!r}: its "
+                             "rows do not apply.")
+    saved_learned = {f["name"]: list(f["checkpoints"]) for f in saved.get("learned", [])}
+    for family in config.learned:
+        if family.name in saved_learned and saved_learned[family.name] != list(family.checkpoints):
+            raise ValueError(f"{str(source)!r} has rows of a learned codec {family.name!r} made from "
+                             f"{saved_learned[family.name]}; this run names {list(family.checkpoints)}.")
+    codec_points = {name: {format_point(p) for p in points} for name, (_, points) in build_codecs(config).items()}
+    photos = {p.name for p in select_photos(config)}
+    counts = {"imported": 0, "already_cached": 0, "not_asked_for": 0}
+    with rows_path.open(newline="") as handle:
+        for text_row in csv.DictReader(handle):
+            row = _typed_row(text_row)
+            asked = (row.get("codec") in codec_points and row.get("point") in codec_points[row["codec"]]
+                     and row.get("photo") in photos and all(f"consistency/{m}" in row for m in config.task_models))
+            if not asked:
+                counts["not_asked_for"] += 1
+                continue
+            path = config.out / "rows" / row["codec"] / row["point"] / f"{row['photo']}.json"
+            if read_row(path, config.task_models) is not None:
+                counts["already_cached"] += 1
+                continue
+            _write_json(path, row)
+            counts["imported"] += 1
+    for photo, reason in json.loads(summary_path.read_text()).get("failures", {}).items():
+        if photo in photos and not (config.out / "failures" / f"{photo}.txt").is_file():
+            _write_text(config.out / "failures" / f"{photo}.txt", str(reason) + "\n")
+    return counts
 
 
 # ----------------------------------------------------------------------------- run
