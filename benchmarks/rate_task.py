@@ -3,12 +3,13 @@
     python benchmarks/rate_task.py --images ../shared/data/images \\
         [--photos benchmarks/results/heldout_photos.txt] [--codecs-dir benchmarks/results/codecs/small] \\
         [--learned mse=GLOB --learned mix=GLOB] [--out outputs/rate_task] [--report benchmarks/results/rate_task.md] \\
-        [--size 512] [--processes 1] [--threads 1] [--limit N]
+        [--size 512] [--processes 1] [--threads 1] [--limit N] [--import-rows benchmarks/results/rate_task]
 
 Runs ``mlclipsim rate-task`` (resumable: re-running computes only what is missing) with
 
-- the learned codecs: ``mse`` and ``mix`` = the families ``<codecs-dir>/bmshj2018-factorized_{mse,mix}_small_*.pth``
-  (plain CompressAI state dicts, one per lambda; ``--learned NAME=GLOB`` replaces them);
+- the learned codecs: ``mse``, ``mix``, ``mse-ra-miqa`` and ``ra-miqa`` = the families
+  ``<codecs-dir>/bmshj2018-factorized_<name>_small_*.pth`` (plain CompressAI state dicts, one per lambda;
+  a family without a file is left out; ``--learned NAME=GLOB`` replaces them);
 - JPEG, WebP, AVIF, JPEG XL at ``--qualities``; WebP and AVIF under ML-CLIPSim rate control
   (``webp@mlclipsim``, ``avif@mlclipsim``) at ``--targets``;
 - the task models ``--task-models`` (default: centernet, nanodet, selfie, efficientnet-lite0) and the
@@ -16,7 +17,10 @@ Runs ``mlclipsim rate-task`` (resumable: re-running computes only what is missin
   term; the command refuses an encoder that is also a task model);
 - anchors mse, jpeg, webp, avif: every codec's BD-rate against each;
 
-then writes the report (``--report``) from the CSVs: the issue's targets (met, missed, or not
+``--import-rows DIR`` first seeds ``--out`` with the rows of a finished run (the committed
+``benchmarks/results/rate_task/``), so that adding a family computes only its rows.
+
+Then it writes the report (``--report``) from the CSVs: the issue's targets (met, missed, or not
 computable, with the overlap), all BD-rates, the mean curves, the plots, per-photo BD-rates where a
 target is missed, the photos, encoder and task models, and wall times of the study and each stage.
 The plots and CSVs are copied next to the report (``<report stem>/``).
@@ -46,7 +50,9 @@ TARGETS = (("mix", "mse", "detection", -20.0), ("mix", "mse", "classification", 
            ("mix", "mse", "segmentation", -15.0), ("webp@mlclipsim", "webp", "detection", -10.0))
 # Comparisons the report lists first (every codec against every anchor is in the full tables).
 HEADLINE = (("mix", "mse"), ("mix", "jpeg"), ("mix", "webp"), ("mse", "jpeg"), ("mse", "webp"),
+            ("mse-ra-miqa", "mse"), ("mse-ra-miqa", "jpeg"), ("mse-ra-miqa", "webp"),
             ("webp@mlclipsim", "webp"), ("avif@mlclipsim", "avif"))
+LEARNED = ("mse", "mix", "mse-ra-miqa", "ra-miqa")  # families bmshj2018-factorized_<name>_small_*.pth
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="list of photo file names none of the codecs was trained on")
     parser.add_argument("--codecs-dir", type=Path, default=REPO / "benchmarks/results/codecs/small")
     parser.add_argument("--learned", action="append", default=None, metavar="NAME=GLOB",
-                        help="learned families (default: mse and mix from --codecs-dir)")
+                        help="learned families (default: " + ", ".join(LEARNED) + " from --codecs-dir)")
+    parser.add_argument("--import-rows", type=Path, default=None, metavar="RUN_DIR",
+                        help="seed --out from a finished run's rows.csv + summary.json first")
     parser.add_argument("--out", type=Path, default=REPO / "outputs/rate_task")
     parser.add_argument("--report", type=Path, default=REPO / "benchmarks/results/rate_task.md")
     parser.add_argument("--task-models", nargs="+", default=list(DEFAULT_TASK_MODELS))
@@ -72,8 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def study_command(args: argparse.Namespace) -> list[str]:
-    learned = args.learned or [f"mse={args.codecs_dir}/bmshj2018-factorized_mse_small_*.pth",
-                               f"mix={args.codecs_dir}/bmshj2018-factorized_mix_small_*.pth"]
+    learned = args.learned or [f"{name}={args.codecs_dir}/bmshj2018-factorized_{name}_small_*.pth" for name in LEARNED
+                               if any(args.codecs_dir.glob(f"bmshj2018-factorized_{name}_small_*.pth"))]
     names = [text.partition("=")[0] for text in learned]
     codecs = names + [f"{c}:{args.qualities}" for c in ("jpeg", "webp", "avif", "jxl")] + [
         f"webp@mlclipsim:{args.targets}", f"avif@mlclipsim:{args.targets}"]
@@ -88,6 +96,8 @@ def study_command(args: argparse.Namespace) -> list[str]:
         command += ["--photos", str(args.photos)]
     if args.limit is not None:
         command += ["--limit", str(args.limit)]
+    if args.import_rows is not None:
+        command += ["--import-rows", str(args.import_rows)]
     return command
 
 
@@ -132,7 +142,8 @@ def _rows_by(bd: list[dict], test: str, anchor: str, score: str) -> dict | None:
     return next((b for b in bd if b["test"] == test and b["anchor"] == anchor and b["score"] == score), None)
 
 
-def write_report(args: argparse.Namespace, command: list[str], summary: dict, wall_seconds: float) -> str:
+def write_report(args: argparse.Namespace, command: list[str], summary: dict, wall_seconds: float,
+                 imported: dict | None = None) -> str:
     from mlclipsim.compression.rate_curves import per_photo_bd_rates
 
     out, report = args.out, args.report
@@ -225,6 +236,9 @@ def write_report(args: argparse.Namespace, command: list[str], summary: dict, wa
               "- Every run so far (`history.jsonl`): " + ", ".join(f"{h['seconds_this_run']:.0f} s "
                                                                    f"({h['photos_processed_this_run']} photos)"
                                                                    for h in _history(out)) + ".",
+              *([f"- {imported.get('rows', '?')} rows were imported first from `{args.import_rows}` "
+                 "(`--import-rows`): earlier runs computed them; their seconds of work are in the sums below."]
+                if imported is not None else []),
               "- Summed over all rows (seconds of work, whichever run did it): "
               + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()) + ".", ""]
     text = "\n".join(lines) + "\n"
@@ -252,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     command = study_command(args)
+    imported = None
+    if args.import_rows is not None and (args.import_rows / "summary.json").is_file():
+        imported = json.loads((args.import_rows / "summary.json").read_text())  # read before the report replaces it
     print("mlclipsim " + " ".join(shlex.quote(c) for c in command), flush=True)
     start = time.perf_counter()
     status = mlclipsim(command)
@@ -260,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the study command failed (exit status {status}); no report written", file=sys.stderr)
         return status
     summary = json.loads((args.out / "summary.json").read_text())
-    write_report(args, command, summary, wall)
+    write_report(args, command, summary, wall, imported)
     print(f"wrote {args.report} ({wall:.0f} s)")
     return 0
 
