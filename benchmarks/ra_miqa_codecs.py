@@ -1,0 +1,249 @@
+"""Is a codec trained with the no-reference RA-MIQA term gamed? What RA-MIQA says against what machines say.
+
+    MLCLIPSIM_OFFLINE=1 python benchmarks/ra_miqa_codecs.py [--images ../shared/data/images] \\
+        [--photos benchmarks/results/heldout_photos.txt] [--codecs-dir benchmarks/results/codecs/small] \\
+        [--rows benchmarks/results/rate_task/rows.csv] [--report benchmarks/results/ra_miqa_codecs.md]
+
+For every learned family ``mse``, ``mix``, ``mse-ra-miqa`` (0.5 MSE + 0.5 RA-MIQA) and ``ra-miqa``
+(RA-MIQA alone) found in ``--codecs-dir`` (``bmshj2018-factorized_<family>_small_<lambda>.pth``) and every
+lambda, on the held-out photos (shrunk to 512 px on the long side, as the rate-task study makes them):
+code each photo through the real bitstream and score the 8-bit decoded image with the shipped RA-MIQA
+detection head (the codec term's head), next to the same head on the original photos. The machines'
+verdict (consistency of each task model, bpp, PSNR) comes from the rate-task study's rows (``--rows``,
+made by ``benchmarks/rate_task.py``): the two are joined per (family, lambda), over the same photos.
+
+Also probes what the head rewards: its score on the originals against a flat grey image, each
+photo's flat mean colour and a heavy Gaussian blur (sigma 8 px) of it. Writes the report and a figure
+of one photo coded by each family at the lambda all of them share (``<report stem>/examples.png``).
+
+A family is called gamed when most of its reconstructions score higher with RA-MIQA than the photos
+they code; the machines' verdict is its consistency against the MSE codecs' curve at equal rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+FAMILIES = ("mse", "mix", "mse-ra-miqa", "ra-miqa")
+DESCRIPTIONS = {"mse": "255² · MSE", "mix": "0.5 MSE + 0.5 ML-CLIPSim", "mse-ra-miqa": "0.5 MSE + 0.5 RA-MIQA",
+                "ra-miqa": "RA-MIQA alone"}
+TASK_MODELS = ("centernet", "nanodet", "selfie", "efficientnet-lite0")
+SIZE = 512
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=REPO.parent / "shared/data/images")
+    parser.add_argument("--photos", type=Path, default=REPO / "benchmarks/results/heldout_photos.txt")
+    parser.add_argument("--codecs-dir", type=Path, default=REPO / "benchmarks/results/codecs/small")
+    parser.add_argument("--rows", type=Path, default=REPO / "benchmarks/results/rate_task/rows.csv")
+    parser.add_argument("--report", type=Path, default=REPO / "benchmarks/results/ra_miqa_codecs.md")
+    parser.add_argument("--task", default="detection", help="RA-MIQA head of the codec term (default detection)")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser.parse_args(argv)
+
+
+def load_photos(args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    from mlclipsim.compression.rate_task import read_photo_list
+    from mlclipsim.data.image_io import array_to_tensor
+    from mlclipsim.data.references import reference_crops
+
+    return {name: array_to_tensor(np.array(reference_crops(args.images / name, 1, SIZE)[0].image))
+            for name in read_photo_list(args.photos)}
+
+
+def families(codecs_dir: Path) -> dict[str, list[Path]]:
+    found = {f: sorted(codecs_dir.glob(f"bmshj2018-factorized_{f}_small_*.pth")) for f in FAMILIES}
+    return {f: paths for f, paths in found.items() if paths}
+
+
+def lambda_of(path: Path) -> str:
+    return path.stem.rsplit("_", 1)[-1]
+
+
+def code_and_score(paths: list[Path], photos: dict[str, torch.Tensor], scorer, keep: str) -> tuple[dict, dict]:
+    """RA-MIQA of every photo's reconstruction at every lambda; the reconstructions of photo ``keep``."""
+    from mlclipsim.compression.codec_interface import format_point
+    from mlclipsim.compression.learned_codec import LearnedCodec
+    from mlclipsim.data.image_io import array_to_tensor, tensor_to_array
+
+    codec = LearnedCodec.from_checkpoints([str(p) for p in paths])
+    scores: dict[str, dict[str, float]] = {}
+    kept: dict[str, np.ndarray] = {}
+    for point in codec.points:
+        label = format_point(point)
+        scores[label] = {}
+        for name, image in photos.items():
+            decoded = tensor_to_array(codec.code(image[None], point).reconstructions[0])
+            scores[label][name] = float(scorer(array_to_tensor(decoded)[None])[0])
+            if name == keep:
+                kept[label] = decoded
+    return scores, kept
+
+
+def probes(photos: dict[str, torch.Tensor], scorer) -> dict[str, list[float]]:
+    from torchvision.transforms.functional import gaussian_blur
+
+    out: dict[str, list[float]] = {"original": [], "flat grey": [], "flat mean colour": [], "blur sigma 8": []}
+    for image in photos.values():
+        x = image[None]
+        out["original"].append(float(scorer(x)[0]))
+        out["flat grey"].append(float(scorer(torch.full_like(x, 0.5))[0]))
+        out["flat mean colour"].append(float(scorer(x.mean(dim=(-2, -1), keepdim=True).expand_as(x).contiguous())[0]))
+        out["blur sigma 8"].append(float(scorer(gaussian_blur(x, [49, 49], [8.0, 8.0]))[0]))
+    return out
+
+
+def machine_means(rows_path: Path, photos: list[str]) -> dict[tuple[str, str], dict[str, float]]:
+    """Mean bpp, PSNR, ML-CLIPSim and consistency per (codec, point) over ``photos``, from the study's rows."""
+    with rows_path.open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["photo"] in set(photos)]
+    keys = ["bpp", "psnr", "ml_clipsim"] + [f"consistency/{m}" for m in TASK_MODELS]
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        grouped.setdefault((row["codec"], row["point"]), []).append(row)
+    return {key: {"n": len(group), **{k: float(np.mean([float(r[k]) for r in group])) for k in keys}}
+            for key, group in grouped.items()}
+
+
+def mse_at_rate(machines: dict, mse_points: dict, bpp: float) -> dict[str, float] | None:
+    """The MSE family's mean scores interpolated at ``bpp`` (None outside its rate range)."""
+    points = sorted((machines[("mse", p)] for p in mse_points if ("mse", p) in machines), key=lambda m: m["bpp"])
+    rates = np.array([m["bpp"] for m in points])
+    if len(points) < 2 or not rates[0] <= bpp <= rates[-1]:
+        return None
+    return {k: float(np.interp(bpp, rates, [m[k] for m in points])) for k in points[0] if k != "n"}
+
+
+def example_figure(path: Path, original: np.ndarray, kept: dict[str, dict[str, np.ndarray]], point: str,
+                   labels: dict[str, str]) -> None:
+    from PIL import Image, ImageDraw
+
+    tiles = [("original", original)] + [(f"{f} ({labels[f]})", images[point]) for f, images in kept.items()
+                                        if point in images]
+    height, width = original.shape[:2]
+    scale = 256 / max(height, width)
+    size = (round(width * scale), round(height * scale))
+    canvas = Image.new("RGB", (size[0] * len(tiles), size[1] + 18), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (label, array) in enumerate(tiles):
+        canvas.paste(Image.fromarray(array).resize(size, Image.LANCZOS), (i * size[0], 18))
+        draw.text((i * size[0] + 4, 3), label, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def _shown(path: Path) -> Path:
+    return path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mlclipsim.metrics import RAMIQALoss
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    start = time.perf_counter()
+    loss = RAMIQALoss(task=args.task, reduction="none")
+
+    def scorer(x: torch.Tensor) -> torch.Tensor:
+        return 1.0 - loss(x)
+
+    photos = load_photos(args)
+    names = list(photos)
+    keep = names[0]
+    found = families(args.codecs_dir)
+    if "mse" not in found:
+        print(f"error: no bmshj2018-factorized_mse_small_*.pth in {args.codecs_dir}: the MSE codecs are the baseline",
+              file=sys.stderr)
+        return 2
+    ra_scores, kept = {}, {}
+    for family, paths in found.items():
+        ra_scores[family], kept[family] = code_and_score(paths, photos, scorer, keep)
+        print(f"{family}: {len(paths)} codec(s) coded and scored ({time.perf_counter() - start:.0f} s)", flush=True)
+    probe = probes(photos, scorer)
+    machines = machine_means(args.rows, names)
+    wall = time.perf_counter() - start
+
+    originals = np.array(probe["original"])
+    lines = ["# Codecs trained with the no-reference RA-MIQA term: gamed or not", "",
+             f"Made by `python benchmarks/ra_miqa_codecs.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}` in "
+             f"{wall:.0f} s on {platform.machine()}, {torch.get_num_threads()} torch threads. Photos: the "
+             f"{len(names)} held-out photos of `{_shown(args.photos)}` "
+             f"(none trained any codec or the RA-MIQA head), shrunk to {SIZE} px on the long side. RA-MIQA: the "
+             f"shipped {args.task}-consistency head, the one in the codec term. Machine scores and bpp: the rate-task "
+             f"study's rows (`{_shown(args.rows)}`), "
+             "same photos and real bitstreams.", "",
+             "Families (bmshj2018-factorized N=64 M=96, 1500 steps each on the same photos, "
+             "`benchmarks/codecs/train_small.sh`): " + "; ".join(f"`{f}` = {DESCRIPTIONS[f]}" for f in found) + ".", "",
+             "## What the head rewards", "",
+             "| image | mean RA-MIQA | photos scoring above their original |", "| --- | ---: | ---: |"]
+    for label, values in probe.items():
+        above = "-" if label == "original" else f"{int(np.sum(np.array(values) > originals))} / {len(values)}"
+        lines.append(f"| {label} | {np.mean(values):.3f} | {above} |")
+    lines += ["", "## RA-MIQA against the machines, per family and lambda", "",
+              "RA-MIQA of the reconstructions (mean over the photos; the originals score "
+              f"{originals.mean():.3f}); `above original`: photos whose reconstruction scores higher than the photo "
+              "itself. Consistency: agreement of each task model's prediction on the decoded photo with its "
+              "prediction on the original (1 = unchanged).", "",
+              "| family | lambda | bpp | PSNR dB | RA-MIQA | above original | " +
+              " | ".join(TASK_MODELS) + " | ML-CLIPSim |", "| --- | --- |" + " ---: |" * (5 + len(TASK_MODELS))]
+    verdicts = []
+    for family, per_point in ra_scores.items():
+        for point, by_photo in per_point.items():
+            values = np.array([by_photo[n] for n in names])
+            above = int(np.sum(values > originals))
+            machine = machines.get((family, point))
+            if machine is None or machine["n"] != len(names):  # not (fully) in the study's rows yet
+                lines.append(f"| {family} | {point} | - | - | {values.mean():.3f} | {above} / {len(names)} | "
+                             + " | ".join("-" for _ in TASK_MODELS) + " | - |")
+                continue
+            lines.append(f"| {family} | {point} | {machine['bpp']:.3f} | {machine['psnr']:.2f} | {values.mean():.3f} | "
+                         f"{above} / {len(names)} | " + " | ".join(f"{machine[f'consistency/{m}']:.3f}"
+                                                                   for m in TASK_MODELS)
+                         + f" | {machine['ml_clipsim']:.3f} |")
+            if family == "mse":
+                continue
+            gamed = above > len(names) / 2
+            reference = mse_at_rate(machines, ra_scores["mse"], machine["bpp"])
+            if reference is None:
+                versus = "its rate is outside the MSE codecs' range: no MSE codec to compare with at equal rate"
+            else:
+                higher = [m for m in TASK_MODELS if machine[f"consistency/{m}"] > reference[f"consistency/{m}"]]
+                versus = (f"against the MSE curve at the same rate (interpolated), consistency is higher for "
+                          f"{len(higher)} of {len(TASK_MODELS)} task models ({', '.join(higher) or 'none'})")
+            verdicts.append(
+                f"- `{family}` at lambda {point} ({machine['bpp']:.3f} bpp, {machine['psnr']:.2f} dB): RA-MIQA "
+                f"{values.mean():.3f} on its reconstructions against {originals.mean():.3f} on the originals; "
+                f"{above} of {len(names)} reconstructions score above their original. "
+                + ("**Gamed**" if gamed else "Not gamed") + f"; {versus}.")
+    lines += ["", "## Verdicts", "", "Gamed: more than half of the reconstructions score higher with RA-MIQA than "
+              "the photos they code (the term is satisfied by something other than the photo). The machines' verdict "
+              "is the comparison with the MSE codecs at equal rate: each task model's mean consistency on the MSE "
+              "curve, interpolated linearly in bpp between its points.", "", *verdicts, ""]
+    shared = sorted(set.intersection(*(set(k) for k in kept.values())))
+    if shared:
+        point = "0.0130" if "0.0130" in shared else shared[0]
+        figure = args.report.with_suffix("") / "examples.png"
+        example_figure(figure, np.clip(photos[keep].permute(1, 2, 0).numpy() * 255 + 0.5, 0, 255).astype(np.uint8),
+                       kept, point, {f: f"lambda {point}" for f in kept})
+        lines += [f"## Example: `{keep}` at lambda {point}", "",
+                  f"![{keep} coded by each family]({figure.parent.name}/{figure.name})", ""]
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.report} ({wall:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
