@@ -528,6 +528,11 @@ def write_report(args, results, notes, build, photos, test_rows, pairs, speed_nu
               "JSON next to it); recipe: MSE, AdamW lr 1e-4, weight decay 1e-4, 1 warm-up epoch then cosine, flips "
               "on the cached feature maps, batch 32, 8 epochs, best epoch by validation SRCC (8 photos: a noisy "
               "choice), clean references added with label 1.", ""]
+    lines += ["## As a codec loss", "",
+              "The no-reference `ra-miqa` codec term (scale and recipes: codecs/README.md) and the codecs trained "
+              "with it, alone and mixed with MSE, are measured on the held-out photos by "
+              "`benchmarks/ra_miqa_codecs.py` (is the term gamed: [ra_miqa_codecs.md](ra_miqa_codecs.md)) and by "
+              "`benchmarks/rate_task.py` (their points on the rate-task curves: [rate_task.md](rate_task.md)).", ""]
     (out / "ra_miqa.md").write_text("\n".join(lines))
     (out / "ra_miqa.json").write_text(json.dumps({"command": command, "trained": trained, "results": results},
                                                  indent=2, default=str))
