@@ -5,7 +5,8 @@
 
 Reads every ``<recipe>_<lambda>.metrics.csv`` (Lightning's CSV log copied next to the exported
 weights) and ``wall_times.txt``, and writes one row per run: the last validation's real bitstream
-bpp (byte lengths), likelihood bpp, PSNR, MS-SSIM, ML-CLIPSim (MobileNetV2) and the largest
+bpp (byte lengths), likelihood bpp, PSNR, MS-SSIM, ML-CLIPSim (MobileNetV2), the RA-MIQA term's raw
+value where the recipe has one (1 - predicted quality on the validation crops) and the largest
 difference between the decoded image and the forward reconstruction.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 COLUMNS = [("val/bpp_real", "bpp (bytes)"), ("val/bpp_loss", "bpp (likelihood)"), ("val/psnr", "PSNR"),
            ("val/ms_ssim", "MS-SSIM"), ("val/ml_clipsim_metric", "ML-CLIPSim"),
-           ("val/decode_max_abs_diff", "max abs(decoded - forward)")]
+           ("val/ra-miqa", "1 - RA-MIQA (term)"), ("val/decode_max_abs_diff", "max abs(decoded - forward)")]
 
 
 def last_validation(path: Path) -> dict[str, str]:
