@@ -7,7 +7,7 @@
 through the same function as ``mlclipsim train-ramiqa``), one model per task on that task's
 consistency label (``mmos/<task>``): RA-MIQA and the two ablations, no region token and the CNN
 regressor on the same frozen encoder, into ``outputs/ra_miqa/<architecture>_<task>.pt``. The report says
-which of them are byte-identical to the files shipped in ``mlclipsim/weights/ra_miqa/``. ``--paper-view``
+which of them hold the very weights (tensor for tensor) shipped in ``mlclipsim/weights/ra_miqa/``. ``--paper-view``
 also trains and scores RA-MIQA on the paper's view (short side 288, random 224 crops; detection only: it
 needs a second feature cache).
 
@@ -43,7 +43,7 @@ from mlclipsim.data.score_images import score_baselines, score_images
 from mlclipsim.eval import bootstrap_ci, breakdown, evaluate, srcc, two_afc
 from mlclipsim.metrics.functional.ra_miqa import shipped_path
 from mlclipsim.metrics.layer_weights import load_calibrated_weights
-from mlclipsim.metrics.ra_miqa_model import FrozenFeatures, RAMIQAModel
+from mlclipsim.metrics.ra_miqa_model import FrozenFeatures, RAMIQAModel, read_trained
 
 TASKS = ("classification", "detection", "segmentation")
 ARCHITECTURES = {"ra-miqa": "RA-MIQA", "no-region": "ablation: no region token",
@@ -58,9 +58,15 @@ def model_path(runs: Path, architecture: str, task: str) -> Path:
 
 
 def is_shipped(path: Path, task: str) -> bool:
-    """True when ``path`` holds the very file the package ships for ``task``."""
+    """True when ``path`` holds the model the package ships for ``task``: the same config and the same
+    weights, tensor for tensor (the files' ``meta`` differ: it records wall times and paths)."""
     shipped = shipped_path(task)
-    return shipped.is_file() and path.is_file() and shipped.read_bytes() == path.read_bytes()
+    if not (shipped.is_file() and path.is_file()):
+        return False
+    ours, theirs = read_trained(path), read_trained(shipped)
+    if ours["config"] != theirs["config"] or ours["state_dict"].keys() != theirs["state_dict"].keys():
+        return False
+    return all(torch.equal(ours["state_dict"][k], theirs["state_dict"][k]) for k in ours["state_dict"])
 
 
 def train_missing(args: argparse.Namespace) -> list[str]:
@@ -96,8 +102,7 @@ def ra_miqa_scores(model: RAMIQAModel, paths: list[str], root: Path, cache_dir: 
             out = [model.predict(FrozenFeatures(patch[i:i + 256].float(), region[i:i + 256].float()))[:, 0]
                    for i in range(0, len(paths), 256)]
         else:
-            out = [model(torch.stack([read_image(root / p) for p in paths[i:i + 16]]))[:, 0]
-                   for i in range(0, len(paths), 16)]
+            out = [model(read_image(root / p)[None])[:, 0] for p in paths]  # references differ in size
     return torch.cat(out).numpy()
 
 
