@@ -25,7 +25,6 @@ equal rate.
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import shlex
 import sys
@@ -124,8 +123,9 @@ def probes(photos: dict[str, torch.Tensor], scorer) -> dict[str, list[float]]:
 
 def machine_means(rows_path: Path, photos: list[str]) -> dict[tuple[str, str], dict[str, float]]:
     """Mean bpp, PSNR, ML-CLIPSim and consistency per (codec, point) over ``photos``, from the study's rows."""
-    with rows_path.open(newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["photo"] in set(photos)]
+    from mlclipsim.compression.rate_task import read_rows_csv
+
+    rows = [r for r in read_rows_csv(rows_path) if r["photo"] in set(photos)]
     keys = ["bpp", "psnr", "ml_clipsim"] + [f"consistency/{m}" for m in TASK_MODELS]
     grouped: dict[tuple[str, str], list[dict]] = {}
     for row in rows:

@@ -145,6 +145,7 @@ def _rows_by(bd: list[dict], test: str, anchor: str, score: str) -> dict | None:
 def write_report(args: argparse.Namespace, command: list[str], summary: dict, wall_seconds: float,
                  imported: dict | None = None) -> str:
     from mlclipsim.compression.rate_curves import per_photo_bd_rates
+    from mlclipsim.compression.rate_task import read_rows_csv
 
     out, report = args.out, args.report
     assets = report.with_suffix("")
@@ -215,7 +216,7 @@ def write_report(args: argparse.Namespace, command: list[str], summary: dict, wa
               (out / "curves.md").read_text() if (out / "curves.md").is_file() else "(none)", ""]
 
     if missed and (out / "rows.csv").is_file():
-        rows = [_typed(r) for r in _read_csv(out / "rows.csv")]
+        rows = read_rows_csv(out / "rows.csv")
         lines += ["## Where targets are missed: per-photo BD-rates", "",
                   "BD-rate on each photo's own curves (same method). Per-photo task scores are often steps, so many "
                   "photos have too few Pareto points or no overlap; those are counted, not guessed.", ""]
@@ -245,15 +246,6 @@ def write_report(args: argparse.Namespace, command: list[str], summary: dict, wa
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text)
     return text
-
-
-def _typed(row: dict) -> dict:
-    out: dict = {}
-    for key, value in row.items():
-        number = _number(value)
-        out[key] = value if key in ("photo", "codec", "point", "chosen_point") or (number is None and value) else (
-            math.nan if number is None else number)
-    return out
 
 
 def _history(out: Path) -> list[dict]:

@@ -431,6 +431,12 @@ def _typed_row(row: dict[str, str]) -> dict[str, Any]:
     return typed
 
 
+def read_rows_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a ``rows.csv`` a run wrote, typed as the worker writes them (see :func:`_typed_row`)."""
+    with Path(path).open(newline="") as handle:
+        return [_typed_row(row) for row in csv.DictReader(handle)]
+
+
 def import_rows(config: RateTaskConfig, source: str | os.PathLike) -> dict[str, int]:
     """Seed ``config.out``'s cache from a finished run's folder (its ``rows.csv`` and ``summary.json``).
 
@@ -448,7 +454,8 @@ def import_rows(config: RateTaskConfig, source: str | os.PathLike) -> dict[str, 
         if not path.is_file():
             raise FileNotFoundError(f"{str(path)!r} does not exist: import_rows takes the folder a rate-task run "
                                     "wrote (rows.csv and summary.json).")
-    saved = json.loads(summary_path.read_text())["config"]
+    summary = json.loads(summary_path.read_text())
+    saved = summary["config"]
     for key, current in (("size", config.size), ("backbone", config.backbone), ("pretrained", config.pretrained),
                          ("search", config.search)):
         if saved.get(key) != current:
@@ -462,21 +469,19 @@ def import_rows(config: RateTaskConfig, source: str | os.PathLike) -> dict[str, 
     codec_points = {name: {format_point(p) for p in points} for name, (_, points) in build_codecs(config).items()}
     photos = {p.name for p in select_photos(config)}
     counts = {"imported": 0, "already_cached": 0, "not_asked_for": 0}
-    with rows_path.open(newline="") as handle:
-        for text_row in csv.DictReader(handle):
-            row = _typed_row(text_row)
-            asked = (row.get("codec") in codec_points and row.get("point") in codec_points[row["codec"]]
-                     and row.get("photo") in photos and all(f"consistency/{m}" in row for m in config.task_models))
-            if not asked:
-                counts["not_asked_for"] += 1
-                continue
-            path = config.out / "rows" / row["codec"] / row["point"] / f"{row['photo']}.json"
-            if read_row(path, config.task_models) is not None:
-                counts["already_cached"] += 1
-                continue
-            _write_json(path, row)
-            counts["imported"] += 1
-    for photo, reason in json.loads(summary_path.read_text()).get("failures", {}).items():
+    for row in read_rows_csv(rows_path):
+        asked = (row.get("codec") in codec_points and row.get("point") in codec_points[row["codec"]]
+                 and row.get("photo") in photos and all(f"consistency/{m}" in row for m in config.task_models))
+        if not asked:
+            counts["not_asked_for"] += 1
+            continue
+        path = row_path(config.out, row["codec"], row["point"], row["photo"])
+        if read_row(path, config.task_models) is not None:
+            counts["already_cached"] += 1
+            continue
+        _write_json(path, row)
+        counts["imported"] += 1
+    for photo, reason in summary.get("failures", {}).items():
         if photo in photos and not (config.out / "failures" / f"{photo}.txt").is_file():
             _write_text(config.out / "failures" / f"{photo}.txt", str(reason) + "\n")
     return counts

@@ -127,7 +127,18 @@ flattens at 0.27 (detection) and 0.40 (classification) above q80, where the head
 qualities apart.
 """
 
-_STRAY = 0.45  # reconstructions are clipped to [-0.45, 1.45] (straight-through) before ML-CLIPSim
+_STRAY = 0.45  # reconstructions are clipped to [-0.45, 1.45] (straight-through) before ML-CLIPSim / RA-MIQA
+
+
+def _bounded(preds: torch.Tensor) -> torch.Tensor:
+    """``preds`` clipped to [-_STRAY, 1 + _STRAY] in the forward pass, identity in the backward pass."""
+    return preds + (preds.clamp(-_STRAY, 1.0 + _STRAY) - preds).detach()
+
+
+def _positive_scale(term: str, scale: Any) -> float:
+    if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{term} scale must be a positive number, got {scale!r}.")
+    return float(scale)
 
 
 class DistortionTerm(nn.Module):
@@ -225,8 +236,7 @@ class MLCLIPSimTerm(DistortionTerm):
         return self.loss.reference_features(target)
 
     def forward(self, preds: torch.Tensor, reference: Any) -> torch.Tensor:
-        bounded = preds + (preds.clamp(-_STRAY, 1.0 + _STRAY) - preds).detach()
-        return 1.0 - self.loss(bounded, reference)
+        return 1.0 - self.loss(_bounded(preds), reference)
 
     def distortion(self, raw: torch.Tensor) -> torch.Tensor:
         return self.scale * (1.0 - raw)
@@ -238,9 +248,7 @@ class MLCLIPSimTerm(DistortionTerm):
 def resolve_ml_clipsim_scale(backbone: Any, cosine_map: str, scale: float | None, resize: str = "resize") -> float:
     """``scale`` if given (must be positive), else the calibrated value for (backbone, cosine_map, resize)."""
     if scale is not None:
-        if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"ml-clipsim scale must be a positive number, got {scale!r}.")
-        return float(scale)
+        return _positive_scale("ml-clipsim", scale)
     name = backbone if isinstance(backbone, str) else getattr(backbone, "name", type(backbone).__name__)
     key = (name, cosine_map, resize)
     if key in CALIBRATED_SCALES and CALIBRATED_SCALES[key] > 0:
@@ -344,8 +352,7 @@ class RAMIQATerm(DistortionTerm):
         self.loss = RAMIQALoss(task=task, target=target, weights=weights, allow_download=allow_download)
 
     def forward(self, preds: torch.Tensor, reference: Any = None) -> torch.Tensor:
-        bounded = preds + (preds.clamp(-_STRAY, 1.0 + _STRAY) - preds).detach()
-        return self.loss(bounded)  # 1 - predicted machine quality
+        return self.loss(_bounded(preds))  # 1 - predicted machine quality
 
     def distortion(self, raw: torch.Tensor) -> torch.Tensor:
         return self.scale * raw
@@ -358,9 +365,7 @@ def resolve_ra_miqa_scale(task: str, target: str, scale: float | None,
                           weights: str | os.PathLike | None = None) -> float:
     """``scale`` if given (must be positive), else the calibrated value of the shipped (task, target) head."""
     if scale is not None:
-        if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"ra-miqa scale must be a positive number, got {scale!r}.")
-        return float(scale)
+        return _positive_scale("ra-miqa", scale)
     if weights is None and (task, target) in RA_MIQA_SCALES:
         return RA_MIQA_SCALES[(task, target)]
     which = f"weights {str(weights)!r}" if weights is not None else f"head {task}/{target}"
