@@ -121,17 +121,24 @@ def probes(photos: dict[str, torch.Tensor], scorer) -> dict[str, list[float]]:
     return out
 
 
-def machine_means(rows_path: Path, photos: list[str]) -> dict[tuple[str, str], dict[str, float]]:
-    """Mean bpp, PSNR, ML-CLIPSim and consistency per (codec, point) over ``photos``, from the study's rows."""
-    from mlclipsim.compression.rate_task import read_rows_csv
-
-    rows = [r for r in read_rows_csv(rows_path) if r["photo"] in set(photos)]
+def machine_means(rows: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
+    """Mean bpp, PSNR, ML-CLIPSim and consistency per (codec, point), from the study's rows."""
     keys = ["bpp", "psnr", "ml_clipsim"] + [f"consistency/{m}" for m in TASK_MODELS]
     grouped: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         grouped.setdefault((row["codec"], row["point"]), []).append(row)
     return {key: {"n": len(group), **{k: float(np.mean([float(r[k]) for r in group])) for k in keys}}
             for key, group in grouped.items()}
+
+
+def lost_everywhere(rows: list[dict], codec: str) -> dict[str, int]:
+    """Per task model: photos whose consistency is 0 at every point of ``codec`` (the model keeps nothing)."""
+    by_photo: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["codec"] == codec:
+            by_photo.setdefault(row["photo"], []).append(row)
+    return {m: sum(all(r[f"consistency/{m}"] == 0 for r in group) for group in by_photo.values())
+            for m in TASK_MODELS}
 
 
 def curve_at_rate(machines: dict, codec: str, bpp: float) -> dict[str, float] | None:
@@ -196,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         ra_scores[family], crop_scores[family], kept[family] = code_and_score(paths, photos, scorer, keep)
         print(f"{family}: {len(paths)} codec(s) coded and scored ({time.perf_counter() - start:.0f} s)", flush=True)
     probe = probes(photos, scorer)
-    machines = machine_means(args.rows, names)
+    from mlclipsim.compression.rate_task import read_rows_csv
+
+    rows = [r for r in read_rows_csv(args.rows) if r["photo"] in set(names)]
+    machines = machine_means(rows)
     wall = time.perf_counter() - start
 
     originals = np.array(probe["original"])
@@ -261,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
                 + ("**gamed** in the training view" if gamed_crop else "not gamed in the training view")
                 + (", **gamed** on whole photos" if gamed_whole else ", not on whole photos")
                 + "); machines at equal rate: " + "; ".join(versus) + ".")
+    lines += ["", "Photos on which a task model keeps nothing (consistency 0 at every lambda of the family), of "
+              f"{len(names)}:", "", "| family | " + " | ".join(TASK_MODELS) + " |",
+              "| --- |" + " ---: |" * len(TASK_MODELS)]
+    for family in ra_scores:
+        lost = lost_everywhere(rows, family)
+        lines.append(f"| {family} | " + " | ".join(str(lost[m]) for m in TASK_MODELS) + " |")
     lines += ["", "## Verdicts", "", "Gamed: more than half of the reconstructions score higher with RA-MIQA than "
               "the photos they code (the term is satisfied by something other than the photo). The machines' verdict "
               "is each task model's mean consistency against the " + " and ".join(ANCHORS) + " curves at equal "

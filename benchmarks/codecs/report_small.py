@@ -6,8 +6,9 @@
 Reads every ``<recipe>_<lambda>.metrics.csv`` (Lightning's CSV log copied next to the exported
 weights) and ``wall_times.txt``, and writes one row per run: the last validation's real bitstream
 bpp (byte lengths), likelihood bpp, PSNR, MS-SSIM, ML-CLIPSim (MobileNetV2), the RA-MIQA term's raw
-value where the recipe has one (1 - predicted quality on the validation crops) and the largest
-difference between the decoded image and the forward reconstruction.
+value where the recipe has one (1 - predicted quality on the validation crops), the largest
+difference between the decoded image and the forward reconstruction, and the range of RA-MIQA's
+predicted quality over the last 10 logged training steps (128-px training crops).
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ def last_validation(path: Path) -> dict[str, str]:
     return rows[-1] if rows else {}
 
 
+def training_quality(path: Path, last: int = 10) -> str:
+    """Range of RA-MIQA's predicted quality (1 - train/ra-miqa) over the last ``last`` logged training
+    steps (the 128-px training crops), or "-" for a recipe without the term."""
+    with path.open(newline="") as handle:
+        values = [1.0 - float(row["train/ra-miqa"]) for row in csv.DictReader(handle) if row.get("train/ra-miqa")]
+    return f"{min(values[-last:]):.2f}-{max(values[-last:]):.2f}" if values else "-"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/results/codecs/small"))
@@ -45,14 +54,16 @@ def main() -> int:
              "table by `python benchmarks/codecs/report_small.py`. Values: the last validation (the recipes' "
              "validation photos, 256-px centre crops). The exported codecs (plain CompressAI state dicts) are "
              "`benchmarks/results/codecs/small/<recipe>_<lambda>.pth`.", "",
-             "| recipe | lambda | steps | wall s | " + " | ".join(label for _, label in COLUMNS) + " |",
-             "| --- | ---: | ---: | ---: |" + " ---: |" * len(COLUMNS)]
+             "| recipe | lambda | steps | wall s | " + " | ".join(label for _, label in COLUMNS)
+             + " | RA-MIQA quality, last 10 training logs |",
+             "| --- | ---: | ---: | ---: |" + " ---: |" * (len(COLUMNS) + 1)]
     for path in sorted(args.runs.glob("*.metrics.csv")):
         recipe, _, lmbda = path.name[: -len(".metrics.csv")].rpartition("_")
         row = last_validation(path)
         steps, seconds = times.get((recipe, lmbda), ("?", "?"))
         cells = [f"{float(row[key]):.4f}" if row.get(key) else "-" for key, _ in COLUMNS]
-        lines.append(f"| {recipe} | {lmbda} | {steps} | {seconds} | " + " | ".join(cells) + " |")
+        lines.append(f"| {recipe} | {lmbda} | {steps} | {seconds} | " + " | ".join(cells)
+                     + f" | {training_quality(path)} |")
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
