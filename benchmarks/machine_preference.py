@@ -36,14 +36,14 @@ import numpy as np
 import torch
 
 from mlclipsim.backbones import EMBEDDING, MissingWeightsError
-from mlclipsim.data.calibration_job import all_layer_scorer, component_scores
+from mlclipsim.core.images import read_image
 from mlclipsim.data.datamodules import MachineQualityDataModule, load_manifest, load_pairs
-from mlclipsim.data.image_io import read_image
 from mlclipsim.data.region_scores import reference_roi_mask, region_components, region_weighted_scores
 from mlclipsim.data.score_images import dataset_image_pairs, score_baselines
 from mlclipsim.eval import bootstrap_ci, breakdown, evaluate, krcc, srcc, two_afc
 from mlclipsim.metrics.functional.ml_clipsim import MLCLIPSimScorer
 from mlclipsim.metrics.layer_weights import load_calibrated_weights
+from mlclipsim.training.calibrate_layer_weights import all_layer_scorer, component_scores
 
 PIXEL_METRICS = ("psnr", "ssim", "ms-ssim")
 CODEC_TYPES = ("jpeg", "jpeg_quality", "webp_quality")

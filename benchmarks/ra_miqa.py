@@ -34,16 +34,16 @@ import numpy as np
 import torch
 
 from mlclipsim.backbones import EMBEDDING
-from mlclipsim.data.calibration_job import all_layer_scorer
+from mlclipsim.core.images import read_image
 from mlclipsim.data.datamodules import MachineQualityDataModule, load_manifest, load_pairs
-from mlclipsim.data.image_io import read_image
-from mlclipsim.data.ra_miqa_features import FROZEN_KEYS, cache_features, frozen_spec, load_cached
-from mlclipsim.data.ra_miqa_train import cli_arguments, train
 from mlclipsim.data.score_images import score_baselines, score_images
 from mlclipsim.eval import bootstrap_ci, breakdown, evaluate, srcc, two_afc
 from mlclipsim.metrics.functional.ra_miqa import shipped_path
 from mlclipsim.metrics.layer_weights import load_calibrated_weights
-from mlclipsim.metrics.ra_miqa_model import FrozenFeatures, RAMIQAModel, read_trained
+from mlclipsim.models.ra_miqa import FrozenFeatures, RAMIQAModel, read_trained
+from mlclipsim.training.calibrate_layer_weights import all_layer_scorer
+from mlclipsim.training.ra_miqa_data import FROZEN_KEYS, cache_features, frozen_spec, load_cached
+from mlclipsim.training.train_ra_miqa import cli_arguments, train
 
 TASKS = ("classification", "detection", "segmentation")
 ARCHITECTURES = {"ra-miqa": "RA-MIQA", "no-region": "ablation: no region token",

@@ -59,9 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_photos(args: argparse.Namespace) -> dict[str, torch.Tensor]:
-    from mlclipsim.compression.rate_task import read_photo_list
-    from mlclipsim.data.image_io import array_to_tensor
+    from mlclipsim.core.images import array_to_tensor
     from mlclipsim.data.references import reference_crops
+    from mlclipsim.rate_task.study import read_photo_list
 
     return {name: array_to_tensor(np.array(reference_crops(args.images / name, 1, SIZE)[0].image))
             for name in read_photo_list(args.photos)}
@@ -85,9 +85,9 @@ def code_and_score(paths: list[Path], photos: dict[str, torch.Tensor], scorer,
                    keep: str) -> tuple[dict, dict, dict]:
     """RA-MIQA of every photo's reconstruction at every lambda, of the reconstruction of its 128-px centre
     crop coded on its own (the training view), and both reconstructions of photo ``keep``."""
-    from mlclipsim.compression.codec_interface import format_point
-    from mlclipsim.compression.learned_codec import LearnedCodec
-    from mlclipsim.data.image_io import array_to_tensor, tensor_to_array
+    from mlclipsim.coding.interface import format_point
+    from mlclipsim.coding.learned import LearnedCodec
+    from mlclipsim.core.images import array_to_tensor, tensor_to_array
 
     codec = LearnedCodec.from_checkpoints([str(p) for p in paths])
     scores: dict[str, dict[str, float]] = {}
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         ra_scores[family], crop_scores[family], kept[family] = code_and_score(paths, photos, scorer, keep)
         print(f"{family}: {len(paths)} codec(s) coded and scored ({time.perf_counter() - start:.0f} s)", flush=True)
     probe = probes(photos, scorer)
-    from mlclipsim.compression.rate_task import read_rows_csv
+    from mlclipsim.rate_task.rows import read_rows_csv
 
     rows = [r for r in read_rows_csv(args.rows) if r["photo"] in set(names)]
     machines = machine_means(rows)
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
              f"study's rows (`{_shown(args.rows)}`), "
              "same photos and real bitstreams.", "",
              "Families (bmshj2018-factorized N=64 M=96, 1500 steps each on the same photos, "
-             "`benchmarks/codecs/train_small.sh`): " + "; ".join(f"`{f}` = {DESCRIPTIONS[f]}" for f in found) + ".", "",
+             "`benchmarks/codec_training/train_small.sh`): " + "; ".join(f"`{f}` = {DESCRIPTIONS[f]}" for f in found) + ".", "",
              "## What the head rewards", "",
              "| image | mean RA-MIQA | photos scoring above their original |", "| --- | ---: | ---: |"]
     for label, values in probe.items():

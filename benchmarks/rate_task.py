@@ -144,8 +144,8 @@ def _rows_by(bd: list[dict], test: str, anchor: str, score: str) -> dict | None:
 
 def write_report(args: argparse.Namespace, command: list[str], summary: dict, wall_seconds: float,
                  imported: dict | None = None) -> str:
-    from mlclipsim.compression.rate_curves import per_photo_bd_rates
-    from mlclipsim.compression.rate_task import read_rows_csv
+    from mlclipsim.rate_task.curves import per_photo_bd_rates
+    from mlclipsim.rate_task.rows import read_rows_csv
 
     out, report = args.out, args.report
     assets = report.with_suffix("")
@@ -164,7 +164,7 @@ def write_report(args: argparse.Namespace, command: list[str], summary: dict, wa
     lines += ["## Setup", "",
               f"- **Photos** ({len(summary['photos'])}): "
               + (f"the list `{args.photos}`" + (
-                  " (benchmarks/codecs/train_small.sh excludes this same list from the learned codecs' training "
+                  " (benchmarks/codec_training/train_small.sh excludes this same list from the learned codecs' training "
                   "data)" if args.photos.resolve() == HELDOUT.resolve() else
                   " (not the held-out list that train_small.sh excludes: check the codecs were not trained on them)")
                  if args.photos else "every photo of the folder (no held-out list: the codecs may have been "

@@ -41,7 +41,7 @@ def _score_setup(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    from mlclipsim.data.image_io import ImageReadError, read_image
+    from mlclipsim.core.images import ImageReadError, read_image
     from mlclipsim.data.pairing import pair_images
     from mlclipsim.metrics import MLCLIPSimScorer
 
@@ -167,7 +167,7 @@ def _calibrate_setup(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from mlclipsim.data.calibration_job import calibrate_on_dataset
+    from mlclipsim.training.calibrate_layer_weights import calibrate_on_dataset
 
     record = calibrate_on_dataset(args.dataset, args.backbone, out=args.out, pretrained=args.pretrained,
                                   split=args.split, seed=args.seed, kind=args.kind, max_epochs=args.max_epochs,
@@ -188,13 +188,13 @@ register_command("build-pairs", "PSNR-matched and ROI-vs-background preference p
 
 
 def _codec_setup(parser: argparse.ArgumentParser) -> None:
-    from mlclipsim.compression.cli_codec import setup
+    from mlclipsim.coding.cli import setup
 
     setup(parser)
 
 
 def _run_codec(args: argparse.Namespace) -> int:
-    from mlclipsim.compression.cli_codec import run
+    from mlclipsim.coding.cli import run
 
     return run(args)
 
@@ -207,25 +207,25 @@ register_command("codec", "learned codec on files: `codec compress IMAGE OUT.bin
 
 
 def _compress_setup(parser: argparse.ArgumentParser) -> None:
-    from mlclipsim.compression.cli_rate import compress_setup
+    from mlclipsim.rate_task.cli import compress_setup
 
     compress_setup(parser)
 
 
 def _run_compress(args: argparse.Namespace) -> int:
-    from mlclipsim.compression.cli_rate import compress_run
+    from mlclipsim.rate_task.cli import compress_run
 
     return compress_run(args)
 
 
 def _rate_task_setup(parser: argparse.ArgumentParser) -> None:
-    from mlclipsim.compression.cli_rate import rate_task_setup
+    from mlclipsim.rate_task.cli import rate_task_setup
 
     rate_task_setup(parser)
 
 
 def _run_rate_task(args: argparse.Namespace) -> int:
-    from mlclipsim.compression.cli_rate import rate_task_run
+    from mlclipsim.rate_task.cli import rate_task_run
 
     return rate_task_run(args)
 
@@ -250,7 +250,7 @@ def _train_ramiqa_setup(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train_ramiqa(args: argparse.Namespace) -> int:
-    from mlclipsim.data.ra_miqa_train import cli_arguments, train
+    from mlclipsim.training.train_ra_miqa import cli_arguments, train
 
     train(cli_arguments(args.config, args.overrides))
     return 0

@@ -8,7 +8,7 @@ import torch
 from conftest import random_images
 
 from mlclipsim.metrics.baselines import BaselineUnavailable, create_baseline
-from mlclipsim.metrics.calibration import fit_layer_weights
+from mlclipsim.training.layer_weights_fit import fit_layer_weights
 
 
 def synthetic_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,9 +12,9 @@ import torch
 from compressai.models import FactorizedPrior
 from PIL import Image
 
-from mlclipsim.compression import coding
-from mlclipsim.compression.bitstream import read_bitstream
-from mlclipsim.compression.codec_interface import (
+from mlclipsim.coding import entropy
+from mlclipsim.coding.bitstream import read_bitstream
+from mlclipsim.coding.interface import (
     Codec,
     CodedImages,
     create_codec,
@@ -23,7 +23,7 @@ from mlclipsim.compression.codec_interface import (
     register_codec,
     resolve_points,
 )
-from mlclipsim.compression.learned_codec import LearnedCodec, point_labels, register_learned_codec
+from mlclipsim.coding.learned import LearnedCodec, point_labels, register_learned_codec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread for this module
 
@@ -114,7 +114,7 @@ def test_codec_specs_parse_and_order_points():
 
 
 def test_jxl_without_its_plugin_fails_with_what_to_install(monkeypatch):
-    from mlclipsim.distortions import codecs as pillow
+    from mlclipsim.distortions import compression_artifacts as pillow
 
     missing = dataclasses.replace(pillow.PILLOW_CODECS["jxl"], plugin="mlclipsim_no_such_jxl_plugin")
     monkeypatch.setitem(pillow.PILLOW_CODECS, "jxl", missing)
@@ -154,9 +154,9 @@ def test_learned_family_codes_real_bitstreams_with_their_header(tmp_path, photo)
     assert len(data) == header + stream.payload_bytes
     assert coded.bits == [8 * len(data)]
     model = codec.members["0.0130"].model
-    expected = coding.decode(model, coding.CodedImage(stream.strings, 72, 80))
+    expected = entropy.decode(model, entropy.CodedImage(stream.strings, 72, 80))
     assert torch.equal(coded.reconstructions, expected)
-    assert float((coded.reconstructions - coding.forward_reconstruction(model, photo)).abs().max()) < 1e-4
+    assert float((coded.reconstructions - entropy.forward_reconstruction(model, photo)).abs().max()) < 1e-4
     assert codec.code(photo, "0.0035").bits[0] < coded.bits[0]
 
     # the file is what `mlclipsim codec decompress` reads

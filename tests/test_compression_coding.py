@@ -12,8 +12,8 @@ from compressai.models import FactorizedPrior, ScaleHyperprior
 from conftest import random_images
 from PIL import Image
 
-from mlclipsim.compression import coding
-from mlclipsim.compression.bitstream import Bitstream, BitstreamError, read_bitstream, write_bitstream
+from mlclipsim.coding import entropy
+from mlclipsim.coding.bitstream import Bitstream, BitstreamError, read_bitstream, write_bitstream
 
 
 def _ready(cls, seed: int = 0):
@@ -26,12 +26,12 @@ def _ready(cls, seed: int = 0):
 @pytest.mark.parametrize("cls", [FactorizedPrior, ScaleHyperprior])
 def test_round_trip_pads_and_counts_bytes(cls):
     model, image = _ready(cls), random_images(1, (40, 56), seed=4)
-    (coded,) = coding.encode(model, image)
+    (coded,) = entropy.encode(model, image)
     assert len(coded.strings) == (1 if cls is FactorizedPrior else 2)
     assert coded.bpp == pytest.approx(8 * sum(len(s) for s in coded.strings) / (40 * 56))
-    decoded = coding.decode(model, coded)
+    decoded = entropy.decode(model, coded)
     assert decoded.shape == image.shape
-    assert float((decoded - coding.forward_reconstruction(model, image)).abs().max()) < 1e-4
+    assert float((decoded - entropy.forward_reconstruction(model, image)).abs().max()) < 1e-4
 
 
 def test_bitstream_round_trip_and_clear_errors():
@@ -62,8 +62,8 @@ def checkpoint(tmp_path_factory) -> Path:
     """A Lightning checkpoint of a tiny hyperprior codec after two training steps."""
     import lightning as L
 
-    from mlclipsim.compression.datamodule import CodecDataModule
-    from mlclipsim.compression.lightning_module import CompressionModule
+    from mlclipsim.training.codec_data import CodecDataModule
+    from mlclipsim.training.codec_module import CompressionModule
 
     folder = tmp_path_factory.mktemp("photos")
     for i in range(3):
@@ -83,8 +83,8 @@ def checkpoint(tmp_path_factory) -> Path:
 def test_export_loads_into_the_plain_zoo_model(checkpoint, tmp_path):
     from compressai.zoo.image import model_architectures
 
-    from mlclipsim.compression.architectures import load_codec
-    from mlclipsim.compression.export import export_state_dict
+    from mlclipsim.coding.architectures import load_codec
+    from mlclipsim.coding.export import export_state_dict
 
     summary = export_state_dict(checkpoint, tmp_path / "codec.pth")
     assert summary["architecture"] == "bmshj2018-hyperprior" and summary["channels"] == [8, 8]
@@ -93,7 +93,7 @@ def test_export_loads_into_the_plain_zoo_model(checkpoint, tmp_path):
     plain = model_architectures["bmshj2018-hyperprior"].from_state_dict(state).eval()
     ours, _ = load_codec(checkpoint)
     image = random_images(1, (64, 64), seed=5)
-    assert coding.encode(plain, image)[0].strings == coding.encode(ours, image)[0].strings
+    assert entropy.encode(plain, image)[0].strings == entropy.encode(ours, image)[0].strings
     direct = ScaleHyperprior(8, 8)
     direct.load_state_dict(state)  # the zoo class with explicit channels loads it too
 
@@ -101,8 +101,8 @@ def test_export_loads_into_the_plain_zoo_model(checkpoint, tmp_path):
 def test_export_of_a_quality_model_loads_into_the_zoo_builder(tmp_path):
     from compressai.zoo import bmshj2018_factorized
 
-    from mlclipsim.compression.export import export_state_dict
-    from mlclipsim.compression.lightning_module import CompressionModule
+    from mlclipsim.coding.export import export_state_dict
+    from mlclipsim.training.codec_module import CompressionModule
 
     module = CompressionModule("bmshj2018-factorized", quality=1, val_ml_clipsim=None)
     # the layout of a Lightning checkpoint: the module's state dict and its hyper-parameters
@@ -117,7 +117,7 @@ def test_codec_cli_round_trip_and_errors(checkpoint, tmp_path, capsys):
     import json
 
     from mlclipsim.cli import main
-    from mlclipsim.compression.export import export_state_dict
+    from mlclipsim.coding.export import export_state_dict
 
     image = (random_images(1, (45, 70), seed=6)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "in.png")

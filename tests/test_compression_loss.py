@@ -8,9 +8,9 @@ from compressai.models import FactorizedPrior
 from conftest import random_images, tiny_encoder
 from torch import nn
 
-from mlclipsim.compression.loss import RateDistortionLoss
-from mlclipsim.compression.msssim import ms_ssim, ms_ssim_levels
-from mlclipsim.compression.terms import build_terms, list_terms
+from mlclipsim.training.codec_loss import MLRateDistortionLoss
+from mlclipsim.training.distortion_terms import build_terms, list_terms
+from mlclipsim.training.msssim import ms_ssim, ms_ssim_levels
 
 
 class HalfL1(nn.Module):
@@ -39,7 +39,7 @@ def test_ms_ssim_matches_compressai_reference_and_scales():
 @pytest.mark.filterwarnings("ignore:.*too small for 5-scale")
 def test_loss_dict_follows_compressai_convention():
     model, x = _codec(), random_images(2, (32, 32))
-    criterion = RateDistortionLoss(0.0130, ["mse", {"name": "ms-ssim", "weight": 0.0}])
+    criterion = MLRateDistortionLoss(0.0130, ["mse", {"name": "ms-ssim", "weight": 0.0}])
     out = {k: v.detach() for k, v in criterion(model(x), x).items()}
     assert {"loss", "bpp_loss", "distortion", "mse", "mse_loss", "ms-ssim", "ms_ssim_loss"} <= set(out)
     assert float(out["distortion"]) == pytest.approx(255**2 * float(out["mse"]), rel=1e-5)
@@ -72,7 +72,7 @@ def encoder():
 @pytest.mark.parametrize("case", list(TERM_CASES))
 def test_every_term_gives_finite_gradients_to_the_codec(case, encoder):
     model, x = _codec(), random_images(2, (64, 64))
-    criterion = RateDistortionLoss(0.01, _specs(case, encoder))
+    criterion = MLRateDistortionLoss(0.01, _specs(case, encoder))
     out = criterion(model(x), x)
     out["loss"].backward()
     grads = [p.grad for n, p in model.named_parameters() if not n.endswith("quantiles")]
@@ -85,10 +85,10 @@ def test_every_term_gives_finite_gradients_to_the_codec(case, encoder):
 
 
 def test_ml_clipsim_term_on_real_mobilenet_uses_calibrated_scale(mobilenet):
-    from mlclipsim.compression.terms import CALIBRATED_SCALES
+    from mlclipsim.training.distortion_terms import CALIBRATED_SCALES
 
     model, x = _codec(), random_images(1, (64, 64))
-    criterion = RateDistortionLoss(0.01, [{"name": "ml-clipsim", "backbone": "torchvision/mobilenet_v2"}])
+    criterion = MLRateDistortionLoss(0.01, [{"name": "ml-clipsim", "backbone": "torchvision/mobilenet_v2"}])
     term = criterion.terms[0]
     assert term.scale == CALIBRATED_SCALES[("torchvision/mobilenet_v2", "rescale", "resize")]
     calls = []
@@ -102,7 +102,7 @@ def test_ml_clipsim_term_on_real_mobilenet_uses_calibrated_scale(mobilenet):
 @pytest.mark.parametrize("spec", ["mse", {"name": "test_compression_loss:HalfL1", "scale": 5000.0}])
 def test_a_few_steps_lower_the_loss(spec):
     model, x = _codec(), random_images(2, (32, 32), seed=3)
-    criterion = RateDistortionLoss(0.05, [spec])
+    criterion = MLRateDistortionLoss(0.05, [spec])
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     torch.manual_seed(0)
@@ -117,7 +117,7 @@ def test_a_few_steps_lower_the_loss(spec):
 
 def test_main_and_aux_gradients_touch_disjoint_parameters():
     model, x = _codec(), random_images(2, (32, 32))
-    RateDistortionLoss(0.01)(model(x), x)["loss"].backward()
+    MLRateDistortionLoss(0.01)(model(x), x)["loss"].backward()
     assert all(p.grad is None or not p.grad.any() for n, p in model.named_parameters() if n.endswith("quantiles"))
     model.zero_grad(set_to_none=True)
     model.aux_loss().backward()
@@ -147,13 +147,13 @@ def test_term_registry_and_empty_configs():
     with pytest.raises(ValueError, match="positive weight"):
         build_terms([{"name": "mse", "weight": 0}])
     with pytest.raises(ValueError, match="lmbda"):
-        RateDistortionLoss(-1.0)
+        MLRateDistortionLoss(-1.0)
 
 
 def test_bad_architecture_configs_name_the_valid_choices():
     from mlclipsim.backbones import MissingWeightsError
-    from mlclipsim.compression.architectures import build_codec
-    from mlclipsim.compression.lightning_module import CompressionModule
+    from mlclipsim.coding.architectures import build_codec
+    from mlclipsim.training.codec_module import CompressionModule
 
     with pytest.raises(ValueError, match="choose one of.*bmshj2018-factorized.*cheng2020-attn"):
         build_codec("bmshj2019", quality=1)

@@ -12,9 +12,9 @@ import torch
 from conftest import REPO, TINY_VIT
 from PIL import Image
 
-from mlclipsim.compression import coding
-from mlclipsim.compression.datamodule import CodecDataModule, default_image_folder
-from mlclipsim.compression.lightning_module import CompressionModule
+from mlclipsim.coding import entropy
+from mlclipsim.training.codec_data import CodecDataModule, default_image_folder
+from mlclipsim.training.codec_module import CompressionModule
 
 
 def _photos(folder: Path, sizes=((48, 40), (44, 52), (40, 40), (60, 50), (20, 24), (50, 45))) -> Path:
@@ -117,7 +117,7 @@ def test_validation_logs_distortions_and_real_bitstream_bpp(tmp_path):
     module.model.eval()
     module.model.update(force=True)
     val = torch.stack([data.val_dataset[i] for i in range(len(data.val_dataset))])
-    coded = coding.encode(module.model, val)
+    coded = entropy.encode(module.model, val)
     own_bpp = np.mean([8 * sum(len(s) for s in c.strings) / (32 * 32) for c in coded])
     assert metrics["val/bpp_real"] == pytest.approx(own_bpp, rel=1e-6)
 
@@ -156,9 +156,9 @@ RECIPES = sorted((REPO / "codecs").glob("*.yaml"))
 
 
 def test_recipes_are_complete_and_valid():
-    from mlclipsim.compression.architectures import resolve_channels
-    from mlclipsim.compression.terms import CALIBRATED_SCALES, list_terms
-    from mlclipsim.compression.train import load_config
+    from mlclipsim.coding.architectures import resolve_channels
+    from mlclipsim.training.distortion_terms import CALIBRATED_SCALES, list_terms
+    from mlclipsim.training.train_codec import load_config
 
     names = {p.stem for p in RECIPES}
     for arch in ("bmshj2018-factorized", "bmshj2018-hyperprior"):
@@ -184,7 +184,7 @@ def test_recipes_are_complete_and_valid():
 
 
 def test_train_entry_point_reads_a_recipe_with_overrides(tmp_path):
-    from mlclipsim.compression.train import load_config, run_fallback
+    from mlclipsim.training.train_codec import load_config, run_fallback
 
     folder = _photos(tmp_path / "photos")
     recipe = REPO / "codecs" / "bmshj2018-factorized_mse_small.yaml"
@@ -202,7 +202,7 @@ def test_train_entry_point_reads_a_recipe_with_overrides(tmp_path):
 
 def test_lightning_cli_entry_point(tmp_path):
     pytest.importorskip("jsonargparse", reason="LightningCLI needs jsonargparse[signatures]")
-    from mlclipsim.compression.train import run_lightning_cli
+    from mlclipsim.training.train_codec import run_lightning_cli
 
     folder = _photos(tmp_path / "photos")
     cli = run_lightning_cli([

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mlclipsim.core.images import ImageReadError
 from mlclipsim.data import (
     MachineQualityDataModule,
     MachineQualityDataset,
@@ -17,7 +18,6 @@ from mlclipsim.data import (
     load_manifest,
     load_pairs,
 )
-from mlclipsim.data.image_io import ImageReadError
 from mlclipsim.data.manifest import write_rows
 
 MODELS = ("det_a", "seg_b")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from mlclipsim.backbones.weights import MissingWeightsError
+from mlclipsim.core.weights import MissingWeightsError
 from mlclipsim.machine import MODELS_DIR_ENV, agreement, consistency, create_task_model, list_task_models
 from mlclipsim.machine.boxes import box_iou
 

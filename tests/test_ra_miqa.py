@@ -12,7 +12,7 @@ import torch.distributed as dist
 from conftest import random_images, run_two_gloo_workers
 
 from mlclipsim.backbones import MissingWeightsError
-from mlclipsim.metrics.ra_miqa_model import RAMIQAModel, parse_heads
+from mlclipsim.models.ra_miqa import RAMIQAModel, parse_heads
 
 HEADS = ["classification/consistency", "detection/consistency", "segmentation/consistency"]
 SMALL = {"view_size": 64, "dim": 32, "depth": 1, "num_heads": 2}
@@ -153,7 +153,7 @@ def test_loss_reductions_gradients_and_functional(saved_model):
 
 
 def test_codec_term_builds_ra_miqa(saved_model):
-    from mlclipsim.compression.terms import RA_MIQA_SCALES, build_term
+    from mlclipsim.training.distortion_terms import RA_MIQA_SCALES, build_term
 
     with pytest.raises(ValueError, match="calibrate_lambda --ra-miqa detection"):  # own weights: no known scale
         build_term({"name": "ra-miqa", "weights": str(saved_model), "task": "detection"})
@@ -259,9 +259,9 @@ ENCODER = {"view_size": 64, "pretrained": None}
 def test_tiny_training_run_lowers_the_loss(tmp_path):
     import lightning as L
 
-    from mlclipsim.data.ra_miqa_features import RAMIQADataModule, cache_features, load_cached
-    from mlclipsim.metrics.ra_miqa_lightning import RAMIQAModule
-    from mlclipsim.metrics.ra_miqa_model import FrozenFeatures
+    from mlclipsim.models.ra_miqa import FrozenFeatures
+    from mlclipsim.training.ra_miqa_data import RAMIQADataModule, cache_features, load_cached
+    from mlclipsim.training.ra_miqa_module import RAMIQAModule
 
     make_dataset(tmp_path / "ds")
     L.seed_everything(0)
@@ -290,7 +290,7 @@ def test_tiny_training_run_lowers_the_loss(tmp_path):
     module.export(tmp_path / "trained.pt")
     model = RAMIQAModel.from_file(tmp_path / "trained.pt")
     row = data.rows["train"][0]
-    from mlclipsim.data.image_io import read_image
+    from mlclipsim.core.images import read_image
 
     image = read_image(tmp_path / "ds" / row["distorted_path"])[None]
     patch, region = load_cached(cache_features(tmp_path / "ds", ENCODER, tmp_path / "cache"), [row["distorted_path"]])
@@ -302,7 +302,7 @@ def test_tiny_training_run_lowers_the_loss(tmp_path):
 
 
 def test_missing_accuracy_labels_are_explained(tmp_path):
-    from mlclipsim.data.ra_miqa_features import RAMIQADataModule
+    from mlclipsim.training.ra_miqa_data import RAMIQADataModule
 
     make_dataset(tmp_path / "ds", photos=3)
     data = RAMIQADataModule(tmp_path / "ds", heads=["detection/accuracy"], encoder=ENCODER, from_images=True,

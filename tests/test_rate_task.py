@@ -14,8 +14,8 @@ from PIL import Image
 from test_codec_interface import tiny_family
 
 from mlclipsim.cli import main
-from mlclipsim.compression.codec_interface import Codec, CodedImages, create_codec
-from mlclipsim.compression.rate_control import RateControlledCodec, check_target, control_rate
+from mlclipsim.coding.interface import Codec, CodedImages, create_codec
+from mlclipsim.coding.rate_control import RateControlledCodec, check_target, control_rate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread for this module
 
@@ -154,7 +154,7 @@ def test_compress_writes_files_at_the_chosen_quality(photos, tmp_path, capsys):
     with (out / "rate_control.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(r["image"] for r in rows) == ["skimage_astronaut.png", "skimage_coffee.png"]
-    from mlclipsim.data.image_io import read_image
+    from mlclipsim.core.images import read_image
     from mlclipsim.metrics import MLCLIPSimScorer
 
     scorer = MLCLIPSimScorer("torchvision/mobilenet_v2")
@@ -280,7 +280,7 @@ def test_rate_task_end_to_end_resumes_and_skips_a_corrupt_photo(photos, tmp_path
 
 
 def _prepared(path: Path, size: int) -> torch.Tensor:
-    from mlclipsim.data.image_io import array_to_tensor
+    from mlclipsim.core.images import array_to_tensor
     from mlclipsim.data.references import reference_crops
 
     return array_to_tensor(reference_crops(path, 1, size)[0].image)[None]
@@ -317,7 +317,7 @@ def test_rate_task_photo_list_and_bad_input_errors(photos, tmp_path, capsys):
 
 
 def test_bd_rates_of_mean_curves_halving_the_rate_and_without_overlap():
-    from mlclipsim.compression.rate_curves import bd_rates
+    from mlclipsim.rate_task.curves import bd_rates
 
     scores = {"consistency/m": [0.5, 0.7, 0.8, 0.9], "psnr": [28.0, 31.0, 33.0, 35.0], "ms_ssim": [math.nan] * 4,
               "ml_clipsim": [0.7, 0.8, 0.9, 0.95]}

@@ -368,7 +368,7 @@ def test_dataset_decomposition_equals_the_library_for_any_alpha(tmp_path, mobile
     plain = MLCLIPSimScorer(mobilenet_native)
     components = region_components(tmp_path, plain, ["det"], [(p, "references/ref.png") for p in paths], "region")
     assert (tmp_path / "scores" / "region.npz").is_file()
-    from mlclipsim.data.image_io import read_image
+    from mlclipsim.core.images import read_image
 
     reference_read = read_image(tmp_path / "references" / "ref.png")[None]
     distorted = torch.stack([read_image(tmp_path / p) for p in paths])

@@ -1,7 +1,7 @@
 """Frozen encoders that return per-layer token maps and a global embedding.
 
 See :func:`create_backbone` and :func:`list_backbones`; weights are found as described in
-:mod:`mlclipsim.backbones.weights`.
+:mod:`mlclipsim.core.weights`.
 """
 
 from mlclipsim.backbones.base import EMBEDDING, EncoderOutput, FrozenEncoder
@@ -9,7 +9,7 @@ from mlclipsim.backbones.cnn_encoders import CNNEncoder, CNNSpec
 from mlclipsim.backbones.open_clip_encoders import OpenCLIPEncoder, register_open_clip_config
 from mlclipsim.backbones.preprocessing import MIN_IMAGE_SIDE, RESIZE_POLICIES
 from mlclipsim.backbones.registry import create_backbone, list_backbones, register_backbone
-from mlclipsim.backbones.weights import (
+from mlclipsim.core.weights import (
     OFFLINE_ENV,
     RANDOM_INIT,
     WEIGHTS_DIR_ENV,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from mlclipsim.backbones.base import EncoderOutput, FrozenEncoder, flatten_spatial
-from mlclipsim.backbones.weights import RANDOM_INIT, WeightSpec, load_weights, looks_like_path
+from mlclipsim.core.weights import RANDOM_INIT, WeightSpec, load_weights, looks_like_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

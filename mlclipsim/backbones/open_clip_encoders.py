@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from mlclipsim.backbones.base import EncoderOutput, FrozenEncoder, flatten_spatial
-from mlclipsim.backbones.weights import RANDOM_INIT, WeightSpec, load_weights, looks_like_path
+from mlclipsim.core.weights import RANDOM_INIT, WeightSpec, load_weights, looks_like_path
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -7,7 +7,7 @@ does not pay for importing Lightning.
 from importlib import import_module
 from typing import Any
 
-from mlclipsim.data.image_io import ImageReadError, list_images, read_image, read_image_array
+from mlclipsim.core.images import ImageReadError, list_images, read_image, read_image_array
 
 _LAZY = {name: "mlclipsim.data.datamodules" for name in (
     "MachineQualityDataModule", "MachineQualityDataset", "PreferencePairsDataModule", "PreferencePairsDataset",

@@ -23,7 +23,7 @@ distortion type later computes only what is new.
 Deterministic: every random choice is seeded by the reference id, the distortion and ``seed``.
 Shardable: ``shard=(i, n)`` takes every n-th photo from the i-th (for several machines), and
 ``processes=k`` runs k processes through Lightning's ``Trainer.predict``
-(:mod:`mlclipsim.data.labelling_engine`; each process loads the models once and writes its own
+(:mod:`mlclipsim.machine.labelling`; each process loads the models once and writes its own
 parts); the manifest is merged from all parts present.
 """
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,17 +39,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlclipsim.data.image_io import ImageReadError, list_images, read_image_array
-from mlclipsim.data.labelling_engine import run_labelling
+from mlclipsim.core.images import ImageReadError, list_images, read_image_array
 from mlclipsim.data.manifest import read_header, read_rows, write_rows
 from mlclipsim.data.plan import DistortionSpec, plan_distortions
 from mlclipsim.data.references import DEFAULT_SIZE, ReferenceCrop, reference_crops, stable_seed
 from mlclipsim.data.roi import roi_mask, usable_roi
 from mlclipsim.distortions import SYNTHETIC_NAMES, distort_regions, psnr
 from mlclipsim.machine.agreement import consistency
+from mlclipsim.machine.labelling import run_labelling
 from mlclipsim.machine.mmos import mmos_by_task
-from mlclipsim.machine.predictions import load_predictions, save_predictions
-from mlclipsim.machine.registry import create_task_model, task_of
+from mlclipsim.machine.prediction_cache import PredictionCache, load_task_models
+from mlclipsim.machine.registry import task_of
 
 DEFAULT_TASK_MODELS = ("centernet", "nanodet", "selfie", "efficientnet-lite0")
 """Offline task models of three kinds (detection x2, segmentation, classification). MobileNetV2 is
@@ -117,38 +116,8 @@ def _photo_finished(config: BuildConfig, photo: Path) -> bool:
     return all(set(config.distortions) <= {row["distortion"] for row in read_rows(part)} for part in parts)
 
 
-class PredictionCache:
-    """Task-model predictions on disk, one ``.npz`` per model, reference and image key."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path(self, model: str, reference_id: str, key: str) -> Path:
-        return self.root / model / reference_id / f"{key}.npz"
-
-    def predict(self, model, reference_id: str, keys: Sequence[str], images: Sequence[np.ndarray]) -> list:
-        """Predictions of ``model`` for ``images`` (uint8), loading those already cached."""
-        out: list = [None] * len(keys)
-        todo = []
-        for i, key in enumerate(keys):
-            path = self.path(model.name, reference_id, key)
-            if path.is_file():
-                try:
-                    out[i] = load_predictions(path)[0]
-                    continue
-                except (OSError, ValueError, KeyError):
-                    path.unlink()  # a damaged cache entry is recomputed
-            todo.append(i)
-        if todo:
-            for i, pred in zip(todo, model.predict([images[i] for i in todo])):
-                save_predictions(self.path(model.name, reference_id, keys[i]), pred)
-                out[i] = pred
-        return out
 
 
-def load_task_models(names: Sequence[str], threads: int, options: dict) -> list:
-    """Build the named task models once (per-model constructor options in ``options[name]``)."""
-    return [create_task_model(name, threads=threads, **options.get(name, {})) for name in names]
 
 
 class DatasetLabeller:

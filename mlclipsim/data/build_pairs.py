@@ -18,7 +18,7 @@ Labels, from the same task models as the dataset (their cached reference predict
 ``majority_label`` is 1 when soft_label > 1/2 (A preferred), 0 when < 1/2, and 1/2 for a tie;
 ``soft_label/<task>`` is the same share within one task's models.
 Resumable per reference (``pair_parts/<reference_id>.csv``), deterministic, and run through
-:mod:`mlclipsim.data.labelling_engine`.
+:mod:`mlclipsim.machine.labelling`.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlclipsim.data.build_dataset import PredictionCache, load_task_models
-from mlclipsim.data.image_io import read_image_array
-from mlclipsim.data.labelling_engine import run_labelling
+from mlclipsim.core.images import read_image_array
 from mlclipsim.data.manifest import read_rows, score_columns, write_rows
 from mlclipsim.data.references import stable_seed
 from mlclipsim.distortions import PSNRMatchError, distort_with_param, get_distortion, match_psnr, psnr
 from mlclipsim.machine.agreement import consistency
+from mlclipsim.machine.labelling import run_labelling
+from mlclipsim.machine.prediction_cache import PredictionCache, load_task_models
 
 PAIR_COLUMNS = ("pair_id", "kind", "reference_id", "photo", "reference_path", "a_path", "b_path",
                 "a_distortion", "b_distortion", "a_mode", "b_mode", "a_roi_severity", "a_bg_severity",

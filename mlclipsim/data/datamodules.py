@@ -16,7 +16,7 @@ preference pair, written by ``mlclipsim build-pairs``); paths in both are relati
 Images are float tensors (3,H,W) in [0,1]. With ``image_size=S`` every image is resized (bilinear,
 antialiased) to SxS so a batch stacks to (B,3,S,S); with ``image_size=None`` images keep their size
 and a batch carries them as lists (:class:`ListImagesCollate`). An image that cannot be read raises
-:class:`~mlclipsim.data.image_io.ImageReadError` naming the file: nothing is skipped silently.
+:class:`~mlclipsim.core.images.ImageReadError` naming the file: nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from mlclipsim.data.image_io import read_image
+from mlclipsim.core.images import read_image
 from mlclipsim.data.manifest import read_header, read_rows, split_by_photo
 
 MANIFEST_FILE = "manifest.csv"

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlclipsim.data.image_io import list_images
+from mlclipsim.core.images import list_images
 
 
 @dataclass(frozen=True)

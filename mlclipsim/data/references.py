@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mlclipsim.data.image_io import read_image_array
+from mlclipsim.core.images import read_image_array
 
 DEFAULT_SIZE = 512
 

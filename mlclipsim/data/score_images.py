@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mlclipsim.data.image_io import read_image
+from mlclipsim.core.images import read_image
 from mlclipsim.data.manifest import read_rows
 
 PairScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -4,7 +4,7 @@ Images are float32 numpy arrays ``(H, W, 3)`` in ``[0, 1]``. Importing this pack
 ten synthetic MIQD-2.5M types and the codec types ``jpeg_quality`` / ``webp_quality``.
 """
 
-from mlclipsim.distortions.codecs import compressai_distortion, encode_decode
+from mlclipsim.distortions.compression_artifacts import compressai_distortion, encode_decode
 from mlclipsim.distortions.psnr_matching import PSNRMatch, PSNRMatchError, match_psnr, psnr
 from mlclipsim.distortions.region_modes import (
     BACKGROUND_DOMINATED_LEVELS,

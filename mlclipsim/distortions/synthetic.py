@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage, signal
 
-from mlclipsim.distortions.codecs import jpeg_roundtrip
+from mlclipsim.distortions.compression_artifacts import jpeg_roundtrip
 from mlclipsim.distortions.registry import Distortion, Param, register_distortion
 
 REFERENCE_SHORT_SIDE = 512

@@ -4,7 +4,7 @@
 ``list_task_models()`` (optionally ``task="detection"``) lists the names;
 ``register_task_model(name, factory)`` adds one (a factory is called with the options).
 
-Model files (ONNX and others) are found with :func:`mlclipsim.backbones.weights.load_weights`,
+Model files (ONNX and others) are found with :func:`mlclipsim.core.weights.load_weights`,
 with a :class:`WeightSpec` whose ``filename`` is the model's file name, in this order:
 
 1. an explicit ``path=`` option (``create_task_model("centernet", path="/x/centernet.onnx")``);
@@ -15,7 +15,7 @@ with a :class:`WeightSpec` whose ``filename`` is the model's file name, in this 
    that installed package;
 4. the upstream download where one exists (torchvision hub weights), unless ``MLCLIPSIM_OFFLINE=1``.
 
-When none works, :class:`~mlclipsim.backbones.weights.MissingWeightsError` names every way.
+When none works, :class:`~mlclipsim.core.weights.MissingWeightsError` names every way.
 No task model ever runs with random weights.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlclipsim.backbones.weights import MissingWeightsError, WeightSpec, load_weights
+from mlclipsim.core.weights import MissingWeightsError, WeightSpec, load_weights
 from mlclipsim.machine.predictions import TASKS
 
 MODELS_DIR_ENV = "MLCLIPSIM_MODELS_DIR"
@@ -143,7 +143,7 @@ def _reworded(err: MissingWeightsError, filename: str) -> MissingWeightsError:
 def load_task_weights(spec: WeightSpec, path: str | os.PathLike | None, load_file: Callable[[Path], Any],
                       load_upstream: Callable[[], Any] | None = None,
                       allow_download: bool | None = None) -> Any:
-    """:func:`~mlclipsim.backbones.weights.load_weights` with messages worded for task models."""
+    """:func:`~mlclipsim.core.weights.load_weights` with messages worded for task models."""
     try:
         return load_weights(spec, path, load_file=load_file, load_upstream=load_upstream,
                             allow_download=allow_download)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlclipsim.backbones.weights import WeightSpec
+from mlclipsim.core.weights import WeightSpec
 from mlclipsim.machine._image import long_side_size, resize_map, resize_rgb
 from mlclipsim.machine.predictions import SegmentationMask
 from mlclipsim.machine.protocol import OnnxTaskModel

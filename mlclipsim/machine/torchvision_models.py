@@ -10,10 +10,10 @@
   (argmax), nearest-resized to the photo.
 
 Each network is built with ``weights=None, weights_backbone=None`` (nothing fetched while
-building); its weights come through :func:`~mlclipsim.backbones.weights.load_weights`: explicit
+building); its weights come through :func:`~mlclipsim.core.weights.load_weights`: explicit
 ``path``, ``$MLCLIPSIM_WEIGHTS_DIR/<torchvision's file name>`` (so ``~/.cache/torch/hub/checkpoints``
 works), then torchvision's own download, unless ``MLCLIPSIM_OFFLINE=1``. Offline and without a
-file they raise :class:`~mlclipsim.backbones.weights.MissingWeightsError`; they never run untrained.
+file they raise :class:`~mlclipsim.core.weights.MissingWeightsError`; they never run untrained.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mlclipsim.backbones.cnn_encoders import load_state_dict_file
-from mlclipsim.backbones.weights import WeightSpec
+from mlclipsim.core.weights import WeightSpec
 from mlclipsim.machine._image import resize_labels
 from mlclipsim.machine.classes import coco80_index
 from mlclipsim.machine.predictions import Detections, SegmentationMask

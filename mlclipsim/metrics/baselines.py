@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from mlclipsim.backbones.weights import downloads_allowed
+from mlclipsim.core.weights import downloads_allowed
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -11,7 +11,7 @@ from torchmetrics import Metric
 
 from mlclipsim.metrics.functional.ml_clipsim import Reduction, reduce
 from mlclipsim.metrics.functional.ra_miqa import load_ra_miqa, score_images
-from mlclipsim.metrics.ra_miqa_model import RAMIQAModel, head_name
+from mlclipsim.models.ra_miqa import RAMIQAModel, head_name
 
 LOSS_RANGE_TOLERANCE = 0.5
 """The loss accepts images this far outside [0,1]: an untrained codec's reconstructions stray."""
@@ -43,7 +43,7 @@ class RAMIQA(Metric):
         target: ``"consistency"`` (default; the heads that ship), ``"accuracy"`` or ``"composite"``.
         weights: an RA-MIQA weights file; None finds the shipped one (see
             :mod:`mlclipsim.metrics.functional.ra_miqa`).
-        model: an already built :class:`~mlclipsim.metrics.ra_miqa_model.RAMIQAModel` instead.
+        model: an already built :class:`~mlclipsim.models.ra_miqa.RAMIQAModel` instead.
         allow_download: for the frozen encoders' weights (default: unless MLCLIPSIM_OFFLINE=1).
         kwargs: torchmetrics Metric options.
 

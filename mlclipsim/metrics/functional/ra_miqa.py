@@ -3,7 +3,7 @@
 ``ra_miqa(images, task="detection")`` scores (N,3,H,W) images in [0,1] with the trained RA-MIQA
 model of that task and target; gradients flow to the images (all preprocessing is tensor code).
 
-Trained weights are found like every encoder's (:mod:`mlclipsim.backbones.weights`), in this order:
+Trained weights are found like every encoder's (:mod:`mlclipsim.core.weights`), in this order:
 
 1. an explicit path: ``weights="/path/to/ra_miqa.pt"`` (written by ``mlclipsim train-ramiqa``);
 2. ``$MLCLIPSIM_WEIGHTS_DIR/ra_miqa_<name>.pt``;
@@ -28,7 +28,7 @@ import torch
 from mlclipsim.backbones import WeightSpec, load_weights
 from mlclipsim.metrics.functional.ml_clipsim import Reduction, reduce
 from mlclipsim.metrics.input_checks import check_device, check_images
-from mlclipsim.metrics.ra_miqa_model import RAMIQAModel, head_name
+from mlclipsim.models.ra_miqa import RAMIQAModel, head_name
 
 WEIGHTS_PACKAGE = "mlclipsim.weights"
 WEIGHTS_FOLDER = "ra_miqa"

@@ -1,0 +1,187 @@
+"""CompressAI zoo architectures by name: build, load from a checkpoint or state dict, fetch pretrained weights.
+
+The registry is CompressAI's own (``compressai.zoo.image``): :data:`ARCHITECTURES` maps the zoo names
+this package trains to their model classes, and the quality index maps to channel counts through the
+zoo's ``cfgs``. A model is built from exactly one of
+
+- ``quality`` (1..8, or 1..6 for the cheng2020 models): the zoo's channel counts for that quality;
+- ``channels``: ``[N, M]`` (``[N]`` for cheng2020-*), e.g. a small ``[64, 96]`` for CPU training.
+
+Weights come from random initialisation, a local file (a Lightning checkpoint of
+:class:`~mlclipsim.training.codec_module.CompressionModule` or a plain CompressAI state dict,
+see :func:`load_codec`), or CompressAI's pretrained zoo weights (``pretrained=True``, downloaded from
+CompressAI's model server, so it needs a network: with ``MLCLIPSIM_OFFLINE=1`` or no network it
+raises :class:`~mlclipsim.backbones.MissingWeightsError`, never falls back to random weights).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from compressai.models import CompressionModel
+from compressai.zoo import image as zoo_image
+
+from mlclipsim.core.weights import MissingWeightsError, downloads_allowed
+
+ARCHITECTURE_NAMES = ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018",
+                      "cheng2020-anchor", "cheng2020-attn")
+ARCHITECTURES: dict[str, type[CompressionModel]] = {name: zoo_image.model_architectures[name]
+                                                      for name in ARCHITECTURE_NAMES}
+PRETRAINED_METRICS = ("mse", "ms-ssim")
+LIGHTNING_PREFIX = "model."
+
+
+def check_architecture(architecture: str) -> type[CompressionModel]:
+    """The model class of a zoo name; ValueError naming the valid ones otherwise."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {architecture!r}; choose one of {list(ARCHITECTURES)}.")
+    return ARCHITECTURES[architecture]
+
+
+def channel_names(architecture: str) -> tuple[str, ...]:
+    """``("N",)`` for the cheng2020 models, ``("N", "M")`` for the others."""
+    check_architecture(architecture)
+    return ("N",) if architecture.startswith("cheng2020") else ("N", "M")
+
+
+def qualities(architecture: str) -> list[int]:
+    check_architecture(architecture)
+    return sorted(zoo_image.cfgs[architecture])
+
+
+def resolve_channels(architecture: str, quality: int | None = None,
+                     channels: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Channel counts from exactly one of ``quality`` and ``channels``; errors name the valid choices."""
+    names = channel_names(architecture)
+    if (quality is None) == (channels is None):
+        raise ValueError(f"Give {architecture} either a quality ({qualities(architecture)}) or channels "
+                         f"[{', '.join(names)}], not {'both' if quality is not None else 'neither'}.")
+    if quality is not None:
+        if isinstance(quality, bool) or quality not in zoo_image.cfgs[architecture]:
+            raise ValueError(f"{architecture} has no quality {quality!r}; choose one of {qualities(architecture)}.")
+        return tuple(zoo_image.cfgs[architecture][quality])
+    values = tuple(channels)  # type: ignore[arg-type]
+    if len(values) != len(names) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                            for v in values):
+        raise ValueError(f"{architecture} takes channels [{', '.join(names)}] as {len(names)} positive int(s), "
+                         f"got {list(values)}.")
+    return values
+
+
+def build_codec(architecture: str, quality: int | None = None, channels: Sequence[int] | None = None,
+                pretrained: bool = False, pretrained_metric: str = "mse") -> CompressionModel:
+    """A zoo model, randomly initialised or with CompressAI's pretrained weights (``pretrained=True``, by quality)."""
+    cls = check_architecture(architecture)
+    resolved = resolve_channels(architecture, quality, channels)
+    if not pretrained:
+        return cls(*resolved)
+    if quality is None:
+        raise ValueError("CompressAI's pretrained weights are indexed by quality; give quality, not channels.")
+    if pretrained_metric not in PRETRAINED_METRICS:
+        raise ValueError(f"Unknown pretrained_metric {pretrained_metric!r}; choose one of {list(PRETRAINED_METRICS)}.")
+    url = zoo_image.model_urls[architecture][pretrained_metric][quality]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    what = f"CompressAI's pretrained {architecture} ({pretrained_metric}, quality {quality}) weights"
+    if not cached.is_file() and not downloads_allowed():
+        raise MissingWeightsError(
+            f"{what} are not in the torch hub cache ({cached}) and downloads are off (MLCLIPSIM_OFFLINE=1). On a "
+            f"machine with a network, unset MLCLIPSIM_OFFLINE (the zoo fetches {url}), or copy that file to {cached}, "
+            "or start from it as a local checkpoint (init=/path/to/file).")
+    try:  # CompressAI's own loader: compressai.zoo.<architecture>(quality, metric, pretrained=True)
+        return zoo_image_models()[architecture](quality, metric=pretrained_metric, pretrained=True, progress=False)
+    except Exception as err:  # network errors come in many types (URLError, HTTPError, OSError, ...)
+        raise MissingWeightsError(f"Could not load {what} from {url} ({type(err).__name__}: {err}). Download the file "
+                                  f"elsewhere and put it at {cached}, or pass it as init=/path/to/file.") from err
+
+
+def zoo_image_models() -> dict[str, Any]:
+    from compressai.zoo import image_models
+
+    return image_models
+
+
+# --------------------------------------------------------------------------------------- files
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load`` a checkpoint or state dict on CPU, with a clear error for a missing or bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"Cannot read {str(path)!r} as a torch checkpoint ({type(err).__name__}: {err}).") from err
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{str(path)!r} holds a {type(data).__name__}, not a checkpoint or state dict.")
+    return dict(data)
+
+
+def is_lightning_checkpoint(data: Mapping[str, Any]) -> bool:
+    return "state_dict" in data and "hyper_parameters" in data
+
+
+def codec_state_dict(data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The CompressAI model's state dict inside a Lightning checkpoint, or ``data`` itself if it is one."""
+    if is_lightning_checkpoint(data):
+        state = data["state_dict"]
+        return {k[len(LIGHTNING_PREFIX):]: v for k, v in state.items() if k.startswith(LIGHTNING_PREFIX)}
+    if "state_dict" in data and isinstance(data["state_dict"], Mapping):  # CompressAI's training checkpoints
+        data = data["state_dict"]
+    from compressai.zoo.pretrained import load_pretrained
+
+    return load_pretrained({k: v for k, v in data.items() if isinstance(v, torch.Tensor)})
+
+
+def channels_of(architecture: str, state_dict: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
+    """Channel counts read off the weights (as the zoo classes' ``from_state_dict`` does)."""
+    try:
+        if architecture.startswith("cheng2020"):
+            return (int(state_dict["g_a.0.conv1.weight"].size(0)),)
+        return int(state_dict["g_a.0.weight"].size(0)), int(state_dict["g_a.6.weight"].size(0))
+    except KeyError as err:
+        raise ValueError(f"This state dict is not a {architecture} model (it has no {err.args[0]!r}); check "
+                         f"--architecture (one of {list(ARCHITECTURES)}).") from None
+
+
+def load_codec(path: str | os.PathLike, architecture: str | None = None, quality: int | None = None,
+               channels: Sequence[int] | None = None) -> tuple[CompressionModel, str]:
+    """A ready-to-code model (eval mode, entropy-coder tables built) and its architecture name.
+
+    ``path`` is a Lightning checkpoint of :class:`CompressionModule` (the architecture and channels are
+    in its hyper-parameters) or a plain CompressAI state dict (e.g. from :func:`export_state_dict` or
+    CompressAI's zoo), for which ``architecture`` must be given; the channel counts are then read off
+    the weights, and ``quality`` or ``channels``, if given, are checked against them.
+    """
+    data = read_checkpoint(path)
+    if is_lightning_checkpoint(data):
+        saved = data["hyper_parameters"].get("architecture")
+        if architecture is not None and saved is not None and architecture != saved:
+            raise ValueError(f"{str(path)!r} holds a {saved} model, not {architecture}.")
+        architecture = architecture or saved
+    if architecture is None:
+        raise ValueError(f"{str(path)!r} is a plain state dict: name its architecture (--architecture, one of "
+                         f"{list(ARCHITECTURES)}).")
+    cls = check_architecture(architecture)
+    state = codec_state_dict(data)
+    found = channels_of(architecture, state)
+    if quality is not None or channels is not None:
+        expected = resolve_channels(architecture, quality, channels)
+        if expected != found:
+            raise ValueError(f"{str(path)!r} holds {architecture} with channels {list(found)}, but "
+                             f"{'quality ' + str(quality) if quality is not None else 'channels'} means "
+                             f"{list(expected)}.")
+    model = cls(*found)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{str(path)!r} does not load into {architecture}{list(found)}: {err}") from None
+    model.eval()
+    # Tables saved with an exported state dict are used as they are (so that every decoder uses the
+    # encoder's tables); a Lightning checkpoint's may be stale, so they are rebuilt from the weights.
+    model.update(force=is_lightning_checkpoint(data))
+    return model, architecture

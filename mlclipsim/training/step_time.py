@@ -1,0 +1,148 @@
+"""Time the training steps of recipes, in one process, one after the other (same machine state).
+
+    MLCLIPSIM_OFFLINE=1 python -m mlclipsim.training.step_time codecs/A.yaml codecs/B.yaml [--steps 30] [--warmup 5]
+
+Each recipe's model and data are built as the recipe says (``--set section.key=value`` overrides
+apply to all; photos are decoded into the cache first when the recipe caches them), then
+``warmup + steps`` training steps run without validation, logging or checkpoints. With ``--rounds R``
+the recipes take turns R times (A, B, A, B, ...), so that a change in the machine's load hits all of
+them alike. The report is the median and mean wall time of the timed steps (data loading included),
+the implied steps in 30 minutes, and memory: every turn runs in a fresh child process (this same
+module with ``--single``), so its peak resident set size (``ru_maxrss``) belongs to that recipe alone;
+``peak_rss_mb`` is that peak and ``train_rss_mb`` its growth from the moment the model and data were
+built to the end of training (what the training steps themselves add). On CUDA the peak allocated
+device memory is reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+
+
+class _StepTimer(L.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._last = None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if self._last is None:
+            self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self.times.append(now - self._last)
+        self._last = now
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process in MB (Linux ``/proc``; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except OSError:
+        return 0.0
+    return pages * resource.getpagesize() / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KB
+
+
+def time_recipe(path: str, steps: int, warmup: int, overrides: Sequence[tuple[str, str]] = (),
+                memory: dict | None = None) -> list[float]:
+    """Wall times (s) of ``steps`` training steps of a recipe after ``warmup`` steps.
+
+    ``memory``, when given, receives ``built_rss_mb`` (after building model and data), ``peak_rss_mb``
+    and, on CUDA, ``cuda_peak_mb``.
+    """
+    from mlclipsim.training.codec_data import CodecDataModule
+    from mlclipsim.training.codec_module import CompressionModule
+    from mlclipsim.training.train_codec import load_config
+
+    config = load_config([path], overrides)
+    L.seed_everything(int(config.get("seed_everything") or 0), verbose=False)
+    model = CompressionModule(**config["model"])
+    data = CodecDataModule(**config["data"])
+    data.setup("fit")
+    if data.cache_images:
+        for index in range(len(data.train_dataset.paths)):
+            data.train_dataset.photo(index)
+    timer = _StepTimer()
+    built = _rss_mb()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer = L.Trainer(accelerator=config["trainer"].get("accelerator", "cpu"), devices=1,
+                        max_steps=warmup + steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
+    trainer.fit(model, data)
+    if memory is not None:
+        memory.update(built_rss_mb=built, peak_rss_mb=_peak_rss_mb())
+        if torch.cuda.is_available():
+            memory["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return timer.times[warmup:]
+
+
+def _time_in_child(path: str, steps: int, warmup: int, overrides: Sequence[str]) -> dict:
+    command = [sys.executable, "-m", "mlclipsim.training.step_time", "--single", path, "--steps", str(steps),
+               "--warmup", str(warmup), *(f"--set={item}" for item in overrides)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"Timing {path} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlclipsim.training.step_time",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("recipes", nargs="+")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--single", action="store_true", help="time one recipe in this process (used per turn)")
+    parser.add_argument("--out", default=None, help="also write the results as a JSON list")
+    args = parser.parse_args(argv)
+    if args.single:
+        memory: dict = {}
+        overrides = [tuple(item.split("=", 1)) for item in args.set]
+        timed = time_recipe(args.recipes[0], args.steps, args.warmup, overrides, memory)
+        print(json.dumps({"times": timed, **memory}), flush=True)
+        return 0
+    runs: dict[str, list[dict]] = {path: [] for path in args.recipes}
+    for _ in range(args.rounds):
+        for path in args.recipes:
+            runs[path].append(_time_in_child(path, args.steps, args.warmup, args.set))
+    results = []
+    for path, turns in runs.items():
+        timed = [t for turn in turns for t in turn["times"]]
+        median = statistics.median(timed)
+        entry = {"recipe": path, "steps": len(timed), "median_s": round(median, 3),
+                 "mean_s": round(statistics.fmean(timed), 3), "steps_in_30_min": int(1800 / median),
+                 "peak_rss_mb": round(max(t["peak_rss_mb"] for t in turns), 1),
+                 "train_rss_mb": round(max(t["peak_rss_mb"] - t["built_rss_mb"] for t in turns), 1),
+                 "threads": torch.get_num_threads()}
+        if any("cuda_peak_mb" in t for t in turns):
+            entry["cuda_peak_mb"] = round(max(t.get("cuda_peak_mb", 0.0) for t in turns), 1)
+        base = runs[args.recipes[0]]
+        entry["ratio_to_first"] = round(median / statistics.median([t for turn in base for t in turn["times"]]), 2)
+        results.append(entry)
+        print(json.dumps(entry), flush=True)
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump({"command": " ".join(sys.argv), "results": results}, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
