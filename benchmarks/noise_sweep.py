@@ -8,6 +8,7 @@ additive Gaussian noise of each standard deviation in --levels (pixel values in 
 the noise is seeded per photo, so runs are deterministic). Prints the mean, min and max score per
 level and how many photos score strictly lower at every step up, and writes one CSV row per photo
 and level. Unreadable files are reported and skipped. Runs offline with the default backbone.
+A progress bar goes to stderr (on a terminal, or with MLCLIPSIM_PROGRESS=1); stdout keeps the table.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mlclipsim.core.progress import progress
 from mlclipsim.data import ImageReadError, list_images, read_image
 from mlclipsim.metrics import MLCLIPSimScorer
 
@@ -50,7 +52,7 @@ def main() -> int:
     start = time.perf_counter()
     scorer = MLCLIPSimScorer(args.backbone, pretrained=args.pretrained)
     rows, failures = [], []
-    for path in list_images(args.images):
+    for path in progress(list_images(args.images), desc="noise sweep", unit="photo"):
         try:
             reference = shrink(read_image(path), args.max_side)[None]
         except ImageReadError as err:

@@ -150,7 +150,7 @@ def test_learned_family_codes_real_bitstreams_with_their_header(tmp_path, photo)
     (data,) = coded.files
     stream = read_bitstream(data)
     assert stream.architecture == "bmshj2018-factorized" and (stream.height, stream.width) == (72, 80)
-    header = 6 + len("bmshj2018-factorized") + 8 + 1 + 2 * 2 + 1 + 4 * 1 + 4  # bitstream.py's layout
+    header = 6 + len("bmshj2018-factorized") + 8 + 8 + 1 + 2 * 2 + 1 + 4 * 1 + 4  # bitstream.py's layout
     assert len(data) == header + stream.payload_bytes
     assert coded.bits == [8 * len(data)]
     model = codec.members["0.0130"].model

@@ -35,9 +35,9 @@ def test_round_trip_pads_and_counts_bytes(cls):
 
 
 def test_bitstream_round_trip_and_clear_errors():
-    stream = Bitstream("bmshj2018-hyperprior", 40, 56, (8, 8), [b"\x01\x02\x03", b"\x04"])
+    stream = Bitstream("bmshj2018-hyperprior", 40, 56, (8, 8), [b"\x01\x02\x03", b"\x04"], bytes(range(8)))
     data = write_bitstream(stream)
-    assert len(data) == 52 + 4
+    assert len(data) == 60 + 4
     assert read_bitstream(data) == stream
     cases = {
         "truncated": data[:-1],
@@ -137,15 +137,16 @@ def test_codec_cli_round_trip_and_errors(checkpoint, tmp_path, capsys):
     with Image.open(tmp_path / "out.png") as decoded:
         assert decoded.size == (70, 45)
 
-    # a plain state dict needs the architecture to compress; the message lists them
+    # a plain state dict without mlclipsim's export record needs the architecture; the message lists them
+    torch.save(dict(torch.load(tmp_path / "codec.pth", weights_only=True)), tmp_path / "plain.pth")
     assert main(["codec", "compress", str(tmp_path / "in.png"), str(tmp_path / "b.bin"),
-                 "--checkpoint", str(tmp_path / "codec.pth")]) == 2
+                 "--checkpoint", str(tmp_path / "plain.pth")]) == 2
     assert "--architecture, one of" in capsys.readouterr().err
     assert main(["codec", "compress", str(tmp_path / "in.png"), str(tmp_path / "b.bin"), "--checkpoint",
-                 str(tmp_path / "codec.pth"), "--architecture", "bmshj2018-hyperprior", "--quality", "1"]) == 2
+                 str(tmp_path / "plain.pth"), "--architecture", "bmshj2018-hyperprior", "--quality", "1"]) == 2
     assert "channels [8, 8]" in capsys.readouterr().err
     assert main(["codec", "compress", str(tmp_path / "in.png"), str(tmp_path / "b.bin"), "--checkpoint",
-                 str(tmp_path / "codec.pth"), "--architecture", "bmshj2018-hyperprior", "--channels", "8", "8"]) == 0
+                 str(tmp_path / "plain.pth"), "--architecture", "bmshj2018-hyperprior", "--channels", "8", "8"]) == 0
     capsys.readouterr()
     assert (tmp_path / "b.bin").read_bytes() == (tmp_path / "a.bin").read_bytes()
 

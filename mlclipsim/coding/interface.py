@@ -34,6 +34,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from mlclipsim.core.registry import ENTRY_POINT_GROUPS, Registry, first_doc_line
+
 Point = int | float | str
 CodecFactory = Callable[..., "Codec"]
 
@@ -137,58 +139,50 @@ def bits_per_pixel(bits: int | float, height: int, width: int) -> float:
 # ----------------------------------------------------------------------------- registry
 
 
-@dataclass(frozen=True)
-class CodecEntry:
-    name: str
-    factory: CodecFactory
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class ModifierEntry:
-    """``BASE@<name>``: ``factory(base_codec, **options)`` wraps a base codec."""
-
-    name: str
-    factory: Callable[..., Codec]
-    description: str = ""
-
-
-_CODECS: dict[str, CodecEntry] = {}
-_MODIFIERS: dict[str, ModifierEntry] = {}
 def register_codec(name: str, factory: CodecFactory, description: str = "", overwrite: bool = False) -> None:
     """Register ``factory`` (called as ``factory(**options)``, returns a :class:`Codec`) under ``name``."""
-    if not name or "@" in name or ":" in name or "," in name:
+    if not isinstance(name, str) or not name or "@" in name or ":" in name or "," in name:
         raise ValueError(f"A codec name must be non-empty without '@', ':' or ',', got {name!r}.")
-    if name in _CODECS and not overwrite:
-        raise ValueError(f"A codec named {name!r} is already registered; pass overwrite=True to replace it.")
-    _CODECS[name] = CodecEntry(name, factory, description)
+    CODECS.register(name, factory, description, overwrite=overwrite)
 
 
 def register_codec_modifier(name: str, factory: Callable[..., Codec], description: str = "",
                             overwrite: bool = False) -> None:
     """Register ``BASE@name``: ``factory(base_codec, **options)`` returns the wrapped codec."""
-    if name in _MODIFIERS and not overwrite:
-        raise ValueError(f"A codec modifier named {name!r} is already registered; pass overwrite=True.")
-    _MODIFIERS[name] = ModifierEntry(name, factory, description)
+    CODEC_MODIFIERS.register(name, factory, description, overwrite=overwrite)
+
+
+CODECS: Registry[CodecFactory] = Registry(
+    "codec", ENTRY_POINT_GROUPS["codec"],
+    unknown_message="Unknown codec {name!r}. Registered codecs: {names}; append @MODIFIER for rate control "
+                    "(list_modifiers(), e.g. webp@mlclipsim). A family of CompressAI checkpoints gets a name with "
+                    "register_learned_codec (or --learned NAME=GLOB on the command line).",
+    register_entry_point=lambda name, factory: register_codec(name, factory, first_doc_line(factory)))
+"""Registered codecs (plugins: entry-point group ``mlclipsim.codecs``, pointing at a factory of a :class:`Codec`)."""
+
+CODEC_MODIFIERS: Registry[Callable[..., Codec]] = Registry(
+    "codec modifier", ENTRY_POINT_GROUPS["codec modifier"],
+    unknown_message="Unknown codec modifier {name!r}; valid: {names}.")
+"""``BASE@<name>`` wrappers, ``factory(base_codec, **options)`` (plugins: group ``mlclipsim.codec_modifiers``)."""
 
 
 def list_codecs() -> list[str]:
     """Registered codec names, sorted (any of them may take a ``@<modifier>`` suffix, see :func:`list_modifiers`)."""
-    return sorted(_CODECS)
+    return CODECS.names()
 
 
 def list_modifiers() -> list[str]:
-    return sorted(_MODIFIERS)
+    return CODEC_MODIFIERS.names()
 
 
 def describe_codecs() -> dict[str, str]:
     """Name -> description of every registered codec and modifier (``BASE@name``)."""
-    out = {name: entry.description for name, entry in sorted(_CODECS.items())}
-    out.update({f"BASE@{name}": entry.description for name, entry in sorted(_MODIFIERS.items())})
+    out = CODECS.describe()
+    out.update({f"BASE@{name}": text for name, text in CODEC_MODIFIERS.describe().items()})
     return out
 
 
-def create_codec(name: str, base_options: dict[str, Any] | None = None, **options: Any) -> Codec:
+def create_codec(name: str, /, base_options: dict[str, Any] | None = None, **options: Any) -> Codec:
     """Build a codec by name.
 
     ``name`` is a registered name, or ``BASE@MODIFIER`` (e.g. ``"webp@mlclipsim"``): the base codec
@@ -199,20 +193,16 @@ def create_codec(name: str, base_options: dict[str, Any] | None = None, **option
         ValueError: unknown name or modifier (the message lists the valid ones).
     """
     base_name, _, modifier = name.partition("@")
-    if base_name not in _CODECS:
-        raise ValueError(f"Unknown codec {base_name!r}. Registered codecs: {', '.join(sorted(_CODECS))}; "
-                         f"append @{'|@'.join(sorted(_MODIFIERS))} for rate control (e.g. webp@mlclipsim). "
-                         "A family of CompressAI checkpoints gets a name with register_learned_codec (or "
-                         "--learned NAME=GLOB on the command line).")
+    base_factory = CODECS[base_name]
     if not modifier:
         if base_options:
             raise ValueError("base_options apply to BASE@MODIFIER names only; pass the options directly.")
-        return _CODECS[base_name].factory(**options)
-    if modifier not in _MODIFIERS:
-        raise ValueError(f"Unknown codec modifier {modifier!r} in {name!r}; valid: "
-                         f"{', '.join('@' + m for m in sorted(_MODIFIERS))}.")
-    base = _CODECS[base_name].factory(**(base_options or {}))
-    return _MODIFIERS[modifier].factory(base, **options)
+        return base_factory(**options)
+    if modifier not in CODEC_MODIFIERS:
+        raise CODEC_MODIFIERS.unknown(modifier, "Unknown codec modifier {name!r} in {full!r}; valid: {valid}.",
+                                      full=name, valid=", ".join("@" + m for m in list_modifiers()))
+    base = base_factory(**(base_options or {}))
+    return CODEC_MODIFIERS[modifier](base, **options)
 
 
 # ----------------------------------------------------------------------------- specs "NAME[:points]"

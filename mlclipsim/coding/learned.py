@@ -6,20 +6,20 @@
 
 Each checkpoint is a plain CompressAI state dict (``python -m mlclipsim.coding.export``) or a
 Lightning checkpoint of :class:`~mlclipsim.training.codec_module.CompressionModule`, loaded
-by :func:`~mlclipsim.coding.architectures.load_codec`. The architecture of a plain state
-dict is ``architecture=`` or, if not given, the zoo name its file name starts with
-(``bmshj2018-factorized_mse_small_0.0067.pth``).
+by :func:`~mlclipsim.coding.architectures.load_codec`. The architecture of a state dict exported
+here is in its export record; for another plain state dict it is ``architecture=`` or, if not
+given, the zoo name its file name starts with (``bmshj2018-factorized_mse_small_0.0067.pth``).
 
 **Operating points.** When every file name ends in a number (``..._<lambda>.pth``), the points
 are those numbers as written, ordered by value: a larger lambda of ``bpp + lambda * D`` buys
-quality with bits, so this is the rate order. Else, for Lightning checkpoints (``.../best.ckpt``),
-their ``lmbda`` hyper-parameter, likewise. Otherwise the points are the file stems in the order
-given (a glob expands in sorted order): give the list lowest rate first.
+quality with bits, so this is the rate order. Else, for Lightning checkpoints (``.../best.ckpt``)
+and exported state dicts, their ``lmbda`` hyper-parameter, likewise. Otherwise the points are the
+file stems in the order given (a glob expands in sorted order): give the list lowest rate first.
 
 **Coding** is the real path of ``mlclipsim codec compress``: :func:`~mlclipsim.coding.entropy.encode`
 (padding to the model's downsampling factor inside), the ``.bin`` file of
-:mod:`~mlclipsim.coding.bitstream` (header with architecture, image size and channel counts,
-string lengths, CRC), then that file is parsed back and decoded by ``decompress()``. The rate is 8 x
+:mod:`~mlclipsim.coding.bitstream` (header with architecture, model fingerprint, image size and
+channel counts, string lengths, CRC), then that file is parsed back and decoded by ``decompress()``. The rate is 8 x
 the file's byte length, header included; the reconstruction comes from the parsed file.
 """
 
@@ -36,7 +36,15 @@ import torch
 from compressai.models import CompressionModel
 
 from mlclipsim.coding import entropy
-from mlclipsim.coding.architectures import ARCHITECTURES, channels_of, load_codec
+from mlclipsim.coding.architectures import (
+    ARCHITECTURES,
+    channels_of,
+    export_metadata,
+    is_lightning_checkpoint,
+    load_codec,
+    model_fingerprint,
+    read_checkpoint,
+)
 from mlclipsim.coding.bitstream import Bitstream, read_bitstream, write_bitstream
 from mlclipsim.coding.interface import Codec, CodedImages, Point, register_codec
 
@@ -45,13 +53,19 @@ _TRAILING_NUMBER = re.compile(r"[_-]((?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
 
 @dataclass
 class FamilyMember:
-    """One operating point of a learned codec: its label, file, ready model and architecture."""
+    """One operating point of a learned codec: its label, file, ready model, architecture and fingerprint
+    (16 hex digits, :func:`~mlclipsim.coding.architectures.model_fingerprint`)."""
 
     label: str
     path: Path
     model: CompressionModel
     architecture: str
     channels: tuple[int, ...]
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            self.fingerprint = model_fingerprint(self.model)
 
 
 def expand_checkpoints(checkpoints: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -84,12 +98,14 @@ def infer_architecture(path: Path) -> str | None:
 
 
 def _lightning_lambda(path: Path) -> str | None:
-    from mlclipsim.coding.architectures import is_lightning_checkpoint, read_checkpoint
-
     data = read_checkpoint(path)
-    if not is_lightning_checkpoint(data):
+    metadata = export_metadata(data)
+    if metadata is not None and isinstance(metadata.get("settings"), dict):
+        value = metadata["settings"].get("lmbda")
+    elif is_lightning_checkpoint(data):
+        value = data["hyper_parameters"].get("lmbda")
+    else:
         return None
-    value = data["hyper_parameters"].get("lmbda")
     return None if value is None else f"{float(value):g}"
 
 
@@ -145,8 +161,8 @@ class LearnedCodec(Codec):
         labels, order = point_labels(paths)
         members = []
         for i in order:
-            arch = architecture or infer_architecture(paths[i])
-            model, arch = load_codec(paths[i], architecture=arch)
+            model, arch = load_codec(paths[i], architecture=architecture,
+                                     default_architecture=infer_architecture(paths[i]))
             members.append(FamilyMember(labels[i], paths[i], model, arch, channels_of(arch, model.state_dict())))
         return cls(members, name=name, device=device)
 
@@ -184,7 +200,7 @@ class LearnedCodec(Codec):
             files, reconstructions = [], []
             for image in coded:
                 data = write_bitstream(Bitstream(member.architecture, image.height, image.width, member.channels,
-                                                 image.strings))
+                                                 image.strings, bytes.fromhex(member.fingerprint)))
                 stream = read_bitstream(data)  # decode what the file holds, as a receiver would
                 decoded = entropy.decode(member.model, entropy.CodedImage(stream.strings, stream.height, stream.width))
                 files.append(data)

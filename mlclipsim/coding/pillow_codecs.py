@@ -1,8 +1,11 @@
 """JPEG, WebP, AVIF and JPEG XL through Pillow, behind the codec interface.
 
-The encoders and their fixed settings are :data:`mlclipsim.distortions.compression_artifacts.PILLOW_CODECS`
-(JPEG baseline 4:2:0; WebP method 4; AVIF libavif speed 6, 4:2:0, one thread; JPEG XL libjxl
-effort 7 via ``pillow-jxl-plugin``). An operating point is the integer quality 1..100; the ladder
+The encoders run at their best-compression settings (``PillowFormat.best`` in
+:data:`mlclipsim.distortions.compression_artifacts.PILLOW_CODECS`), so that no codec compared against
+them is flattered: JPEG 4:2:0 with optimised Huffman tables, baseline or progressive, whichever file
+is smaller; WebP method 6; AVIF libavif speed 2, 4:2:0, one thread; JPEG XL libjxl effort 7 via
+``pillow-jxl-plugin``. (The distortion types keep their own fixed settings.) An operating point is the
+integer quality 1..100; the ladder
 is every quality, the default points a 10-step subset. Images are quantised to 8 bits (what any
 file holds) and each is written as a whole file in memory: its size in bits, container header
 included, is the rate.
@@ -64,7 +67,7 @@ class PillowCodec(Codec):
 
     def _code(self, images: torch.Tensor, point: Point) -> CodedImages:
         arrays = images.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        files = [encode_image(np.ascontiguousarray(a), self.name, int(point)) for a in arrays]
+        files = [encode_image(np.ascontiguousarray(a), self.name, int(point), best=True) for a in arrays]
         decoded = np.stack([decode_image(f) for f in files])
         reconstructions = torch.from_numpy(decoded).permute(0, 3, 1, 2).float().div_(255.0).to(images.device)
         return CodedImages(reconstructions, [8 * len(f) for f in files], files)
@@ -79,9 +82,10 @@ def _factory(codec: str):
 
 
 _DESCRIPTIONS = {
-    "jpeg": "Pillow JPEG (libjpeg, baseline, 4:2:0), quality 1..100",
-    "webp": "Pillow WebP (libwebp, lossy, method 4), quality 1..100",
-    "avif": "Pillow AVIF (libavif, speed 6, 4:2:0, 1 thread), quality 1..100",
+    "jpeg": "Pillow JPEG (libjpeg, 4:2:0, optimised Huffman tables, baseline or progressive: the smaller), "
+            "quality 1..100",
+    "webp": "Pillow WebP (libwebp, lossy, method 6), quality 1..100",
+    "avif": "Pillow AVIF (libavif, speed 2, 4:2:0, 1 thread), quality 1..100",
     "jxl": "JPEG XL (libjxl effort 7 via pillow-jxl-plugin), quality 1..100",
 }
 

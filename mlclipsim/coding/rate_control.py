@@ -1,35 +1,53 @@
-"""Machine-targeted rate control: per image, the lowest quality whose ML-CLIPSim reaches a target.
+"""Machine-targeted rate control: per image, the cheapest point whose ML-CLIPSim reaches a target.
 
     result = control_rate(create_codec("webp"), image, target=0.9, scorer=MLCLIPSimScorer("torchvision/mobilenet_v2"))
     result.point, result.bits, result.score, result.reached
 
 No real codec is differentiable, so this is where a metric that predicts machines pays off without
 training: every image ships at the fewest bytes that still serve machines (as far as ML-CLIPSim
-predicts it).
+predicts it). Targets are raw scores in (0, 1], or predicted machine agreement when the scorer was
+built with ``scale="agreement"`` (the map is monotone, so the search is the same).
 
-**Search.** Over the codec's ladder (all qualities 1..100 of a classic codec; the checkpoints of a
-learned family), lowest rate first. ``search="bisect"`` (default) first codes the top of the ladder:
-if even that misses the target, the result is the top point with ``reached=False``. Otherwise it
-bisects for the boundary, keeping the invariant "the upper end reaches the target" (about
-log2(len(ladder)) + 1 codings: 8 for 100 qualities). On a ladder whose score rises with the point
-(monotone) this is the lowest point that reaches the target.
+**Search** (``search="bisect"``, default): a safeguarded interpolation search over the codec's
+ladder (all qualities 1..100 of a classic codec; the checkpoints of a learned family), at most
+``max_codings`` (5) new codings per image and target:
 
-**Non-monotone ladders.** Real codecs are not always monotone (a higher quality can score slightly
-lower). Bisection then still returns a point that reaches the target, and its lower neighbour on the
-ladder was evaluated and missed, but a lower point elsewhere might also reach it. Every coding the
-search made is kept: the result is the lowest *evaluated* point that reaches the target (never a point
-that misses it), and ``monotone`` says whether the evaluated scores rose with the point; when it is
-False the result is flagged, not hidden. ``search="exhaustive"`` codes every point of the ladder and
-returns the true lowest one that reaches the target (100 codings per image for a classic codec).
+- the first probe is ``first_guess`` if given, else the middle of the ladder (the result then depends
+  on the image alone, never on which images came before: a resumed study reproduces it);
+- the search path depends on the image and the target only (a resumed study reproduces every choice);
+  codings of the image made for an earlier target are reused when the path meets them (the memo holds
+  every image seen, up to :data:`MEMO_IMAGES`) and cost nothing: the first probes are shared by all
+  targets, and neighbouring targets share most of their path;
+- with a bracket (a point that misses below one that reaches) the next probe interpolates the
+  scores linearly (regula falsi), falling back to the midpoint when the same end moved twice; with
+  points on one side only it extrapolates from the two nearest, else halves the way to the ladder's
+  end; when one coding is left and nothing reached the target yet, the top of the ladder is probed.
+
+It stops when the bracket closes (the lowest reaching point's lower neighbour misses: ``exact``) or
+the budget is spent (then the lowest reaching point found, ``exact=False``: a few bytes too many,
+never a missed target).
+
+**Non-monotone ladders**, on purpose: real codecs are not monotone (a higher quality can score
+slightly lower, and AVIF maps several qualities to one quantiser, so neighbouring files can be
+identical or even smaller). The result is the evaluated point with the **fewest bits among those
+that reach the target**, never one that misses it, and ``monotone`` says whether the evaluated scores
+rose with the point. ``search="exhaustive"`` codes every point and returns the true cheapest point
+that reaches the target (100 codings per image for a classic codec).
+
+When the target is reached at the ladder's lowest point, ``at_lowest`` is set: the target does not
+constrain this codec (the command line warns).
 
 :class:`RateControlledCodec` (registry name ``BASE@mlclipsim``) puts this behind the codec
 interface: its operating points are targets, so the rate-task study draws its curve like any codec's.
+Without a scorer or backbone it uses ML-CLIPSim's default encoder (the best installed one offline).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +64,10 @@ from mlclipsim.coding.interface import (
 
 SEARCHES = ("bisect", "exhaustive")
 DEFAULT_TARGETS: tuple[float, ...] = (0.85, 0.9, 0.94, 0.97, 0.99)
+MAX_CODINGS = 5
+"""New codings per image and target that the default search may make."""
+MEMO_IMAGES = 256
+"""Images whose codings :class:`RateControlledCodec` keeps for later targets."""
 ScoreFn = Callable[[torch.Tensor, Any], torch.Tensor]
 
 
@@ -67,8 +89,13 @@ class RateControlResult:
         bits: its file size in bits; ``score``: its ML-CLIPSim score; ``target``: the target.
         reached: ``score >= target``.
         monotone: the evaluated scores did not fall as the point rose (see the module docstring).
-        evaluations: every coding the search made, in ladder order.
+        evaluations: the codings on the search's path (reused ones included), in ladder order.
         reconstruction: (3,H,W) float32 in [0,1], the decoded chosen file; ``file``: its bytes.
+        codings: codings on the search's path (at most ``max_codings`` with the default search).
+        reused: how many of them came from the memo (coded for an earlier target, no time spent).
+        exact: the search closed its bracket (the point below the chosen one was evaluated and misses).
+        at_lowest: the target was reached at the lowest point of the ladder (it does not constrain the codec).
+        seconds: wall time of this call (coding and scoring).
     """
 
     point: Point
@@ -80,10 +107,16 @@ class RateControlResult:
     evaluations: tuple[Evaluation, ...]
     reconstruction: torch.Tensor = field(repr=False)
     file: bytes = field(repr=False)
+    codings: int = 0
+    reused: int = 0
+    exact: bool = True
+    at_lowest: bool = False
+    seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         return {"point": self.point, "bits": self.bits, "score": self.score, "target": self.target,
-                "reached": self.reached, "monotone": self.monotone, "codings": len(self.evaluations)}
+                "reached": self.reached, "monotone": self.monotone, "codings": self.codings, "reused": self.reused,
+                "exact": self.exact, "at_lowest": self.at_lowest, "seconds": self.seconds}
 
 
 def check_target(target: Any) -> float:
@@ -114,28 +147,81 @@ def _reference_and_score(scorer: Any, reference: torch.Tensor) -> Callable[[torc
     return score
 
 
+def _gap(score: float) -> float:
+    """-log(1 - score): the quantity interpolated (a score approaches 1 roughly exponentially in quality)."""
+    return -math.log(max(1.0 - score, 1e-6))
+
+
+def _next_probe(scores: dict[int, float], target: float, top: int, first_guess: int | None,
+                moved: list[str], last_coding: bool) -> int | None:
+    """The next ladder index to code, or None when the search is done (see the module docstring).
+
+    ``moved``: which end of the bracket each earlier bracket-phase probe replaced (``"lo"``/``"hi"``).
+    """
+    if not scores:
+        return min(max(first_guess if first_guess is not None else top // 2, 0), top)
+    reaching = [i for i in scores if scores[i] >= target]
+    if reaching:
+        hi = min(reaching)
+        below = [i for i in scores if i < hi]
+        lo = max(below) if below else -1
+        if hi == lo + 1:
+            return None
+        if lo >= 0:  # a bracket: regula falsi, the midpoint when the same end moved twice
+            if len(moved) >= 2 and moved[-1] == moved[-2]:
+                return (lo + hi) // 2
+            t = (_gap(target) - _gap(scores[lo])) / max(_gap(scores[hi]) - _gap(scores[lo]), 1e-12)
+            return min(max(math.ceil(lo + t * (hi - lo)), lo + 1), hi - 1)
+        higher = sorted(i for i in reaching if i > hi)
+        if higher and scores[higher[0]] > scores[hi]:  # extrapolate downwards from the two lowest reaching
+            slope = (_gap(scores[higher[0]]) - _gap(scores[hi])) / (higher[0] - hi)
+            guess = math.ceil(hi - (_gap(scores[hi]) - _gap(target)) / slope)
+        else:
+            guess = (hi - 1) // 2
+        return min(max(guess, 0), hi - 1)
+    lo = max(scores)
+    if lo == top:
+        return None  # the top misses: out of reach
+    if last_coding:
+        return top
+    lower = sorted((i for i in scores if i < lo), reverse=True)
+    if lower and scores[lo] > scores[lower[0]]:  # extrapolate upwards from the two highest misses
+        slope = (_gap(scores[lo]) - _gap(scores[lower[0]])) / (lo - lower[0])
+        guess = math.ceil(lo + (_gap(target) - _gap(scores[lo])) / slope)
+    else:
+        guess = (lo + 1 + top + 1) // 2
+    return min(max(guess, lo + 1), top)
+
+
 def control_rate(codec: Codec, image: torch.Tensor, target: float, scorer: Any,
                  ladder: Sequence[Point] | None = None, search: str = "bisect",
-                 memo: dict | None = None) -> RateControlResult:
-    """The lowest point of ``ladder`` whose ML-CLIPSim score against ``image`` reaches ``target``.
+                 memo: dict | None = None, max_codings: int = MAX_CODINGS,
+                 first_guess: int | None = None) -> RateControlResult:
+    """The cheapest point of ``ladder`` whose ML-CLIPSim score against ``image`` reaches ``target``.
 
     Args:
         codec: any :class:`~mlclipsim.coding.interface.Codec`.
         image: (3,H,W) or (1,3,H,W) float in [0,1], the original.
-        target: ML-CLIPSim score to reach, in (0, 1].
+        target: score to reach, in (0, 1] (the scorer's scale: raw ML-CLIPSim or predicted agreement).
         scorer: an :class:`~mlclipsim.metrics.MLCLIPSimScorer` (references encoded once), or any
             callable ``(decoded (1,3,H,W), reference (1,3,H,W)) -> (1,)`` higher-is-better score.
         ladder: the points to search, lowest rate first (default: ``codec.ladder``).
-        search: ``"bisect"`` or ``"exhaustive"`` (see the module docstring).
+        search: ``"bisect"`` (bounded interpolation search) or ``"exhaustive"`` (see the module docstring).
         memo: optional dict reused across calls on the same image (e.g. several targets): codings
-            are cached in it by point.
+            are cached in it by point and reused without counting against ``max_codings``.
+        max_codings: codings on the search's path with ``search="bisect"`` (>= 1; memo hits count too,
+            so that the path, and the choice, are the same with or without a memo).
+        first_guess: the ladder index to code first when the memo knows nothing of the image.
 
     Raises:
-        ValueError: bad target, search, ladder or image.
+        ValueError: bad target, search, ladder, budget or image.
     """
+    started = time.perf_counter()
     target = check_target(target)
     if search not in SEARCHES:
         raise ValueError(f"Unknown search {search!r}; choose one of {list(SEARCHES)}.")
+    if int(max_codings) < 1:
+        raise ValueError(f"max_codings must be at least 1, got {max_codings!r}.")
     if image.ndim == 3:
         image = image[None]
     check_codec_images(image)
@@ -151,85 +237,101 @@ def control_rate(codec: Codec, image: torch.Tensor, target: float, scorer: Any,
     if score_fn is None:
         score_fn = _reference_and_score(scorer, image)
         cache["__score__"] = score_fn
+    new_codings = 0
 
     def evaluate(index: int) -> tuple[Evaluation, torch.Tensor, bytes]:
+        nonlocal new_codings
         key = ("point", str(points[index]))
         if key not in cache:
             coded = codec.code(image, points[index])
             decoded = coded.reconstructions[:1]
             cache[key] = (Evaluation(points[index], int(coded.bits[0]), score_fn(decoded)), decoded[0],
                           coded.files[0])
+            new_codings += 1
         return cache[key]
 
-    evaluated: dict[int, Evaluation] = {}
+    top = len(points) - 1
+    evaluated: dict[int, Evaluation] = {}  # the path's own points: decisions never depend on the memo
     if search == "exhaustive":
         for i in range(len(points)):
             evaluated[i] = evaluate(i)[0]
     else:
-        top = len(points) - 1
-        evaluated[top] = evaluate(top)[0]
-        if evaluated[top].score >= target:
-            low, high = 0, top  # invariant: points[high] reaches the target
-            while low < high:
-                mid = (low + high) // 2
-                evaluated[mid] = evaluate(mid)[0]
-                if evaluated[mid].score >= target:
-                    high = mid
-                else:
-                    low = mid + 1
+        moved: list[str] = []  # bracket-phase moves only
+        while len(evaluated) < max_codings:  # the path's length, memo hits included: the same path either way
+            scores = {i: e.score for i, e in evaluated.items()}
+            bracketed = any(v >= target for v in scores.values()) and any(v < target for v in scores.values())
+            index = _next_probe(scores, target, top, first_guess, moved, len(evaluated) == max_codings - 1)
+            if index is None:
+                break
+            evaluated[index] = evaluate(index)[0]
+            if bracketed:
+                moved.append("hi" if evaluated[index].score >= target else "lo")
     order = sorted(evaluated)
     reaching = [i for i in order if evaluated[i].score >= target]
-    chosen = reaching[0] if reaching else order[-1]
+    if reaching:
+        chosen = min(reaching, key=lambda i: (evaluated[i].bits, i))
+        lowest = min(reaching)
+        exact = lowest == 0 or (lowest - 1) in evaluated
+    else:
+        chosen = order[-1]
+        exact = top in evaluated
     scores = [evaluated[i].score for i in order]
     monotone = all(a <= b for a, b in zip(scores, scores[1:]))
     evaluation, reconstruction, data = evaluate(chosen)
-    return RateControlResult(evaluation.point, evaluation.bits, evaluation.score, target,
-                             evaluation.score >= target, monotone, tuple(evaluated[i] for i in order),
-                             reconstruction, data)
+    reached = evaluation.score >= target
+    return RateControlResult(evaluation.point, evaluation.bits, evaluation.score, target, reached, monotone,
+                             tuple(evaluated[i] for i in order), reconstruction, data, len(order),
+                             len(order) - new_codings, exact,
+                             reached and chosen == 0, time.perf_counter() - started)
 
 
 class RateControlledCodec(Codec):
-    """``BASE@mlclipsim``: the base codec at, per image, the lowest point reaching an ML-CLIPSim target.
+    """``BASE@mlclipsim``: the base codec at, per image, the cheapest point reaching an ML-CLIPSim target.
 
     Operating points are targets in (0, 1] (default :data:`DEFAULT_TARGETS`); any target in (0, 1] is
-    valid. ``code()`` reports per image in ``details`` the chosen point, its score and whether the
-    target was reached. Codings of the last image are reused across targets (same image, same point).
+    valid. ``code()`` reports per image in ``details`` the chosen point, its score, whether the target
+    was reached, the codings made and the time taken. Codings of every image (up to :data:`MEMO_IMAGES`)
+    are reused across targets.
 
     Args:
         base: the codec to control.
         scorer: an ML-CLIPSim scorer (or any callable, see :func:`control_rate`); or
-        backbone / pretrained: build an :class:`~mlclipsim.metrics.MLCLIPSimScorer` on first use.
+        backbone / pretrained: build an :class:`~mlclipsim.metrics.MLCLIPSimScorer` on first use (neither:
+            ML-CLIPSim's default encoder, the best installed one offline).
         targets: default operating points.
         ladder: the base codec's points to search (default its whole ladder).
         search: ``"bisect"`` or ``"exhaustive"``.
+        scale: ``"raw"`` or ``"agreement"`` (targets as predicted machine agreement) for a scorer built here.
+        max_codings: new codings per image and target (``search="bisect"``).
     """
 
     modifier = "mlclipsim"
 
     def __init__(self, base: Codec, scorer: Any = None, backbone: str | None = None, pretrained: Any = None,
                  targets: Sequence[float] = DEFAULT_TARGETS, ladder: Sequence[Point] | None = None,
-                 search: str = "bisect") -> None:
-        if scorer is None and backbone is None:
-            raise ValueError(f"{base.name}@mlclipsim needs an ML-CLIPSim scorer: pass scorer= or backbone= "
-                             "(e.g. backbone='torchvision/mobilenet_v2').")
+                 search: str = "bisect", scale: str = "raw", max_codings: int = MAX_CODINGS) -> None:
         if search not in SEARCHES:
             raise ValueError(f"Unknown search {search!r}; choose one of {list(SEARCHES)}.")
+        if scorer is not None and (backbone is not None or pretrained is not None or scale != "raw"):
+            raise ValueError("Pass either scorer= or backbone=/pretrained=/scale=, not both.")
         self.base = base
         self.name = f"{base.name}@{self.modifier}"
         self.suffix = base.suffix
-        self._scorer, self.backbone, self.pretrained = scorer, backbone, pretrained
+        self._scorer, self.backbone, self.pretrained, self.scale = scorer, backbone, pretrained, scale
         self._points = tuple(sorted(check_target(t) for t in targets))
         self.search_ladder = None if ladder is None else tuple(base.check_point(p) for p in ladder)
         self.search = search
-        self._memo_key: str | None = None
-        self._memo: dict = {}
+        self.max_codings = int(max_codings)
+        self._memos: OrderedDict[str, dict] = OrderedDict()
 
     @property
     def scorer(self) -> Any:
         if self._scorer is None:
+            # lazy: mlclipsim.metrics (torchmetrics, matplotlib) would add ~2 s to `import mlclipsim.coding`,
+            # which `mlclipsim codec compress|decompress` pay without scoring anything
             from mlclipsim.metrics import MLCLIPSimScorer
 
-            self._scorer = MLCLIPSimScorer(self.backbone, pretrained=self.pretrained)
+            self._scorer = MLCLIPSimScorer(self.backbone, pretrained=self.pretrained, scale=self.scale)
         return self._scorer
 
     @property
@@ -248,13 +350,16 @@ class RateControlledCodec(Codec):
     def _memo_for(self, image: torch.Tensor) -> dict:
         digest = hashlib.sha1(image.detach().float().cpu().numpy().tobytes()).hexdigest()
         key = f"{tuple(image.shape)}:{digest}"
-        if key != self._memo_key:
-            self._memo_key, self._memo = key, {}
-        return self._memo
+        if key not in self._memos:
+            self._memos[key] = {}
+            while len(self._memos) > MEMO_IMAGES:
+                self._memos.popitem(last=False)
+        self._memos.move_to_end(key)
+        return self._memos[key]
 
     def _code(self, images: torch.Tensor, point: Point) -> CodedImages:
         results = [control_rate(self.base, image, float(point), self.scorer, self.search_ladder, self.search,
-                                memo=self._memo_for(image)) for image in images]
+                                memo=self._memo_for(image), max_codings=self.max_codings) for image in images]
         reconstructions = torch.stack([r.reconstruction for r in results]).to(images.device)
         return CodedImages(reconstructions, [r.bits for r in results], [r.file for r in results],
                            tuple(r.summary() for r in results))
@@ -265,5 +370,6 @@ def _rate_controlled(base: Codec, **options: Any) -> RateControlledCodec:
 
 
 register_codec_modifier("mlclipsim", _rate_controlled,
-                        "the base codec at, per image, the lowest quality whose ML-CLIPSim reaches the target "
-                        "(points = targets in (0, 1]; needs backbone= or scorer=)", overwrite=True)
+                        "the base codec at, per image, the cheapest quality whose ML-CLIPSim reaches the target "
+                        "(points = targets in (0, 1]; scorer=/backbone= optional: default encoder; "
+                        "scale='agreement' for predicted machine agreement)", overwrite=True)

@@ -17,6 +17,13 @@ On disk, under ``--out``::
     build_info.json                         settings, counts and wall times of the last run
     build_history.jsonl                     the same for every run (resumed builds add lines)
 
+Each row holds the discrete agreement (``consistency/<model>``, ``mmos/<task>``, ``mmos``) and the
+continuous one beside it (``soft/<model>``, ``mmos_soft/<task>``, ``mmos_soft``;
+:mod:`mlclipsim.machine.soft_agreement`); with ``draws > 1`` also the ``draw`` of each image.
+``person_models`` (e.g. the person segmenters Meet and RVM, which mark texture as person on photos
+without people) vote in the MMOS only on references where a COCO detector of the build finds a
+person (score >= 0.5); their ``consistency/`` and ``soft/`` columns are written everywhere.
+
 Resumable: a reference whose part exists with every requested model and distortion type is skipped;
 within a reference, images and predictions already on disk are reused, so adding a model or a
 distortion type later computes only what is new.
@@ -39,17 +46,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlclipsim.core.images import ImageReadError, list_images, read_image_array
+from mlclipsim.core.images import ImageReadError, list_images, read_image_array, refuse_stem_clashes
 from mlclipsim.data.manifest import read_header, read_rows, write_rows
 from mlclipsim.data.plan import DistortionSpec, plan_distortions
 from mlclipsim.data.references import DEFAULT_SIZE, ReferenceCrop, reference_crops, stable_seed
 from mlclipsim.data.roi import roi_mask, usable_roi
-from mlclipsim.distortions import SYNTHETIC_NAMES, distort_regions, psnr
+from mlclipsim.distortions import SYNTHETIC_NAMES, distort_regions, get_distortion, psnr
 from mlclipsim.machine.agreement import consistency
 from mlclipsim.machine.labelling import run_labelling
 from mlclipsim.machine.mmos import mmos_by_task
 from mlclipsim.machine.prediction_cache import PredictionCache, load_task_models
 from mlclipsim.machine.registry import task_of
+from mlclipsim.machine.soft_agreement import soft_consistency
 
 DEFAULT_TASK_MODELS = ("centernet", "nanodet", "selfie", "efficientnet-lite0")
 """Offline task models of three kinds (detection x2, segmentation, classification). MobileNetV2 is
@@ -70,6 +78,8 @@ class BuildConfig:
     distortions: tuple[str, ...] = tuple(SYNTHETIC_NAMES)
     region_pairs: int = 2
     crops_per_image: int = 1
+    crop_scales: tuple[float, ...] = (2.0,)  # crop i: scale crop_scales[(i - 1) % len] (data/references.py)
+    draws: int = 1  # independent draws of each stochastic type and uniform severity (data/plan.py)
     size: int = DEFAULT_SIZE
     seed: int = 0
     batch_size: int = 8
@@ -78,10 +88,12 @@ class BuildConfig:
     shard: tuple[int, int] = (0, 1)
     limit: int | None = None
     model_options: dict = field(default_factory=dict)
+    person_models: tuple[str, ...] = ()  # vote in the MMOS only on references with a person (see below)
 
     def __post_init__(self) -> None:
         self.images, self.out = Path(self.images), Path(self.out)
         self.task_models = tuple(self.task_models)
+        self.crop_scales = tuple(float(s) for s in self.crop_scales)
         if not self.task_models:
             raise ValueError("Give at least one task model.")
         tasks = {name: task_of(name) for name in self.task_models}  # unknown names fail here
@@ -90,14 +102,24 @@ class BuildConfig:
         missing = [n for n in self.roi_models if n not in self.task_models]
         if missing:
             raise ValueError(f"roi_models {missing} must also be task models ({list(self.task_models)}).")
+        self.person_models = tuple(self.person_models)
+        alone = sorted({tasks[n] for n in self.person_models if n in tasks}
+                       - {t for n, t in tasks.items() if n not in self.person_models})
+        if any(n not in self.task_models for n in self.person_models) or alone:
+            raise ValueError(f"person_models {list(self.person_models)} must be task models, and every task needs "
+                             f"a model that votes everywhere (not so for {alone}).")
         index, count = self.shard
         if not (count >= 1 and 0 <= index < count):
             raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {self.shard}")
 
 
 def pending_photos(config: BuildConfig) -> list[Path]:
-    """Photos of this shard whose references are not all finished with every requested model."""
+    """Photos of this shard whose references are not all finished with every requested model.
+
+    Reference ids are photo stems, so photos that share a stem (``a.jpg``, ``a.png``) are refused with
+    the list of clashes (one would silently replace the other)."""
     photos = list_images(config.images)
+    refuse_stem_clashes(photos, "reference id (references are named after the photo's stem)")
     index, count = config.shard
     photos = photos[index::count]
     if config.limit is not None:
@@ -110,14 +132,27 @@ def _photo_finished(config: BuildConfig, photo: Path) -> bool:
         (config.out / "parts").glob(f"{photo.stem}__c*.csv"))
     if len(parts) < 1 or (config.crops_per_image > 1 and len(parts) < config.crops_per_image):
         return False
-    wanted = {f"consistency/{name}" for name in config.task_models}
+    wanted = {f"{kind}/{name}" for name in config.task_models for kind in ("consistency", "soft")}
     if not all(wanted <= set(read_header(part)) for part in parts):
         return False
-    return all(set(config.distortions) <= {row["distortion"] for row in read_rows(part)} for part in parts)
+    draws = set(range(config.draws)) if any(get_distortion(d).stochastic for d in config.distortions) else {0}
+    for part in parts:
+        rows = read_rows(part)
+        if not set(config.distortions) <= {row["distortion"] for row in rows}:
+            return False
+        if not draws <= {int(row.get("draw") or 0) for row in rows}:
+            return False
+    return True
 
 
 
 
+
+
+def has_person(predictions: dict) -> bool:
+    """Whether a COCO detector among the reference predictions finds a person (score >= 0.5)."""
+    return any(getattr(p, "label_space", None) == "coco80" and bool(np.any((p.labels == 0) & (p.scores >= 0.5)))
+               for p in predictions.values())
 
 
 class DatasetLabeller:
@@ -133,7 +168,8 @@ class DatasetLabeller:
         """Label every reference of one photo; returns a summary (ids done, rows, failure)."""
         start = time.perf_counter()
         try:
-            crops = reference_crops(photo, self.config.crops_per_image, self.config.size, self.config.seed)
+            crops = reference_crops(photo, self.config.crops_per_image, self.config.size, self.config.seed,
+                                    self.config.crop_scales)
         except ImageReadError as err:
             failure = self.config.out / "failures" / f"{photo.stem}.txt"
             failure.parent.mkdir(parents=True, exist_ok=True)
@@ -156,8 +192,9 @@ class DatasetLabeller:
         mask = roi_mask([reference_preds[name] for name in self.config.roi_models], height, width)
         with_regions = usable_roi(mask)
         specs = plan_distortions(ref_id, self.config.distortions, self.config.region_pairs, with_regions,
-                                 self.config.seed)
+                                 self.config.seed, self.config.draws)
         reference_float = crop.image.astype(np.float32) / 255.0
+        voters = [m.name for m in self.models if m.name not in self.config.person_models or has_person(reference_preds)]
         rows = []
         for start in range(0, len(specs), self.config.batch_size):
             chunk = specs[start:start + self.config.batch_size]
@@ -167,19 +204,26 @@ class DatasetLabeller:
             for i, spec in enumerate(chunk):
                 scores = {name: consistency(self.tasks[name], per_model[name][i], reference_preds[name])
                           for name in per_model}
-                by_task = mmos_by_task(scores, self.tasks)
+                by_task = mmos_by_task({n: scores[n] for n in voters}, self.tasks)
+                soft = {m.name: soft_consistency(m, per_model[m.name][i], reference_preds[m.name])
+                        for m in self.models}
+                soft_by_task = mmos_by_task({n: soft[n] for n in voters}, self.tasks)
                 row = {
                     "reference_id": ref_id, "photo": crop.photo, "crop": crop.crop,
                     "reference_path": str(reference_path.relative_to(out)),
                     "distorted_path": str(self._image_path(ref_id, spec).relative_to(out)),
                     "distortion": spec.distortion, "mode": spec.mode,
                     "roi_severity": spec.roi_severity, "bg_severity": spec.bg_severity,
+                    **({"draw": spec.draw} if self.config.draws > 1 else {}),
                     "roi_fraction": float(mask.mean()) if with_regions else 0.0,
                     "psnr": psnr(images[i].astype(np.float32) / 255.0, reference_float),
                 }
                 row.update({f"consistency/{name}": value for name, value in scores.items()})
                 row.update({f"mmos/{task}": value.score for task, value in sorted(by_task.items())})
                 row["mmos"] = float(np.mean([value.score for value in by_task.values()]))
+                row.update({f"soft/{name}": value for name, value in soft.items()})
+                row.update({f"mmos_soft/{task}": value.score for task, value in sorted(soft_by_task.items())})
+                row["mmos_soft"] = float(np.mean([value.score for value in soft_by_task.values()]))
                 rows.append(row)
         write_rows(out / "parts" / f"{ref_id}.csv", rows)
         return len(rows)
@@ -195,7 +239,8 @@ class DatasetLabeller:
                 return read_image_array(path)
             except ImageReadError:
                 path.unlink()
-        seed = stable_seed(crop.reference_id, spec.distortion, self.config.seed)
+        seed = stable_seed(crop.reference_id, spec.distortion, self.config.seed,
+                           *((spec.draw,) if spec.draw else ()))
         image = distort_regions(reference, spec.distortion, spec.roi_severity, spec.bg_severity, mask, seed=seed)
         array = (image * 255.0).round().clip(0, 255).astype(np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,6 +263,8 @@ def build_dataset(config: BuildConfig) -> dict:
     start = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
     photos = pending_photos(config)
+    if photos and config.processes > 1:  # a missing model file fails here in one line, not in every process
+        load_task_models(config.task_models, config.threads, config.model_options)
     run_labelling(DatasetLabeller, config, photos, config.processes, config.threads)
     label_seconds = time.perf_counter() - start
     manifest = merge_parts(config.out)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from mlclipsim.core.images import read_image
 from mlclipsim.data.manifest import read_rows
+from mlclipsim.metrics.baselines import BaselineUnavailable, create_baseline
 
 PairScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -68,8 +69,6 @@ def score_baselines(root: str | os.PathLike, names: Iterable[str], pairs: Iterab
     Returns ``({NAME: {distorted path: score}}, notes)``: a baseline whose weights are not available is
     left out, with a note saying why.
     """
-    from mlclipsim.metrics.baselines import BaselineUnavailable, create_baseline
-
     pairs = list(pairs)
     scores: dict[str, dict[str, float]] = {}
     notes: list[str] = []

@@ -7,9 +7,16 @@ name            s1    s2    s3    s4    s5
 ==============  ====  ====  ====  ====  ====
 jpeg_quality    90    70    50    30    10
 webp_quality    90    70    50    30    10
+avif_quality    76    52    43    34    10
+jxl_quality     90    74    62    45    10
 ==============  ====  ====  ====  ====  ====
 
 Qualities are rounded to integers, so PSNR matching on these types works on an integer grid.
+AVIF's and JPEG XL's qualities are chosen so that each severity has about the PSNR of
+``jpeg_quality`` at the same severity (mean over three 512 px photos: 38, 34, 32, 30, 27 dB), so
+severities are comparable across codecs; their quality scales differ from JPEG's (AVIF q 50 is
+~33 dB, JPEG q 50 ~32 dB, JPEG XL q 50 ~30 dB). ``avif_quality`` is registered when this Pillow
+writes AVIF, ``jxl_quality`` when ``pillow-jxl-plugin`` is installed (``mlclipsim[jxl]``).
 Images are float32 ``(H, W, 3)`` arrays in ``[0, 1]``; they are quantised to 8 bits before
 encoding, which is what any real image file holds.
 
@@ -42,6 +49,9 @@ class PillowFormat:
 
     ``plugin``: a module that must be imported to register the format with Pillow (None: built in);
     ``feature``: the :func:`PIL.features.check` name that says whether this Pillow was built with it.
+    ``options`` are the fixed settings of the distortion types (kept, so datasets stay comparable);
+    ``best`` the encoder at its best compression, used by the codec interface and the rate-task study
+    (``encode_image(..., best=True)``): each option set in ``best`` is tried and the smallest file kept.
     """
 
     name: str
@@ -51,16 +61,24 @@ class PillowFormat:
     plugin: str | None = None
     feature: str | None = None
     install: str = ""
+    best: tuple[dict[str, Any], ...] = ()
 
 
 PILLOW_CODECS: dict[str, PillowFormat] = {
-    # Pillow's default JPEG: baseline, 4:2:0 chroma subsampling, standard tables.
-    "jpeg": PillowFormat("jpeg", "JPEG", ".jpg"),
+    # Distortions: Pillow's default JPEG, baseline, 4:2:0 chroma subsampling, standard tables. Best: optimised
+    # Huffman tables, baseline or progressive, whichever file is smaller (same pixels: the same coefficients).
+    "jpeg": PillowFormat("jpeg", "JPEG", ".jpg",
+                         best=({"optimize": True}, {"optimize": True, "progressive": True})),
+    # Distortions: method 4. Best: method 6 (4-7 % fewer bytes than method 4 on shared photos at 512 px).
     "webp": PillowFormat("webp", "WEBP", ".webp", {"method": 4, "lossless": False}, feature="webp",
-                        install="a Pillow built with libwebp (the PyPI wheels are)"),
-    # libavif/aom at speed 6, 4:2:0; one thread, because the bytes depend on the thread count.
+                         install="a Pillow built with libwebp (the PyPI wheels are)",
+                         best=({"method": 6, "lossless": False},)),
+    # libavif/aom at speed 6, 4:2:0; one thread, because the bytes depend on the thread count. Best: speed 2
+    # (3 shared photos at 512 px, q50: speed 0 / 2 / 4 / 6 = 0.955 / 0.957 / 0.980 / 1 of speed 6's bytes,
+    # at 19 / 6.4 / 2.8 / 0.6 s per image on a loaded 2-core machine: speed 0 buys 0.2 % for 3x the time).
     "avif": PillowFormat("avif", "AVIF", ".avif", {"speed": 6, "subsampling": "4:2:0", "max_threads": 1},
-                        feature="avif", install="Pillow >= 11.3 built with libavif (the PyPI wheels are)"),
+                         feature="avif", install="Pillow >= 11.3 built with libavif (the PyPI wheels are)",
+                         best=({"speed": 2, "subsampling": "4:2:0", "max_threads": 1},)),
     # libjxl through pillow-jxl-plugin: effort 7, bare codestream (no ISO BMFF container).
     "jxl": PillowFormat("jxl", "JXL", ".jxl", {"effort": 7, "lossless": False, "use_container": False},
                        plugin="pillow_jxl", install="pip install \"mlclipsim[jxl]\" (pillow-jxl-plugin)"),
@@ -92,19 +110,25 @@ def check_pillow_codec(codec: str) -> PillowFormat:
     return spec
 
 
-def encode_image(image: np.ndarray, codec: str, quality: float) -> bytes:
+def encode_image(image: np.ndarray, codec: str, quality: float, best: bool = False) -> bytes:
     """Encode a uint8 ``(H, W, 3)`` RGB array with a Pillow codec; returns the whole file's bytes.
 
     ``quality`` is 1..100 (rounded to an integer), higher means better quality and more bytes.
+    ``best``: the encoder's best-compression settings (:attr:`PillowFormat.best`) instead of the
+    distortions' fixed ones.
     """
     spec = check_pillow_codec(codec)
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError("encode_image takes a uint8 (H, W, 3) RGB array, got "
                          f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image), mode="RGB").save(buffer, format=spec.format,
-                                                                  quality=_check_quality(quality), **spec.options)
-    return buffer.getvalue()
+    quality = _check_quality(quality)
+    picture = Image.fromarray(np.ascontiguousarray(image), mode="RGB")
+    files = []
+    for options in (spec.best or (spec.options,)) if best else (spec.options,):
+        buffer = io.BytesIO()
+        picture.save(buffer, format=spec.format, quality=quality, **options)
+        files.append(buffer.getvalue())
+    return min(files, key=len)
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -198,7 +222,8 @@ def compressai_distortion(image: np.ndarray, model: Any) -> np.ndarray:
 
 def _pillow_codec_fn(codec: str):
     def fn(image: np.ndarray, param: Param, rng: np.random.Generator) -> np.ndarray:
-        return encode_decode(image, codec, float(param))[0]
+        data = encode_image(to_uint8(check_image(image)), codec, float(param))
+        return decode_image(data).astype(np.float32) / 255.0
 
     fn.__name__ = f"{codec}_quality"
     return fn
@@ -224,3 +249,40 @@ register_distortion(
         integer_param=True,
     )
 )
+
+
+def _pillow_codec_available(codec: str) -> bool:
+    """Whether :func:`check_pillow_codec` would pass, without importing a plugin."""
+    spec = PILLOW_CODECS[codec]
+    if spec.plugin is not None:
+        from importlib.util import find_spec
+
+        return find_spec(spec.plugin) is not None
+    if spec.feature is not None:
+        from PIL import features
+
+        return bool(features.check(spec.feature))
+    return True
+
+
+if _pillow_codec_available("avif"):
+    register_distortion(
+        Distortion(
+            name="avif_quality",
+            fn=_pillow_codec_fn("avif"),
+            severity_params=(76, 52, 43, 34, 10),
+            doc="Pillow AVIF (libavif/aom, speed 6, 4:2:0) quality 1..100 (rounded to an integer); lower is worse.",
+            integer_param=True,
+        )
+    )
+if _pillow_codec_available("jxl"):
+    register_distortion(
+        Distortion(
+            name="jxl_quality",
+            fn=_pillow_codec_fn("jxl"),
+            severity_params=(90, 74, 62, 45, 10),
+            doc="JPEG XL (libjxl via pillow-jxl-plugin, effort 7) quality 1..100 (rounded to an integer); "
+                "lower is worse.",
+            integer_param=True,
+        )
+    )

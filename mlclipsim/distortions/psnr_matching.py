@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from mlclipsim.distortions.registry import (
     NUM_SEVERITIES,
@@ -35,15 +37,19 @@ class PSNRMatchError(ValueError):
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two arrays of equal shape with data range 1; ``inf`` if identical."""
+    """PSNR in dB between two arrays of equal shape with data range 1 (torchmetrics, float64); ``inf`` if identical.
+
+    >>> round(psnr(np.zeros((4, 4, 3)), np.full((4, 4, 3), 0.1)), 4)
+    20.0
+    """
     a = np.asarray(a)
     b = np.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"psnr needs arrays of equal shape, got {a.shape} and {b.shape}")
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    if not np.isfinite(mse):
+    a64, b64 = torch.from_numpy(a.astype(np.float64)), torch.from_numpy(b.astype(np.float64))
+    if not (torch.isfinite(a64).all() and torch.isfinite(b64).all()):
         raise ValueError("psnr inputs contain NaN or inf")
-    return float("inf") if mse == 0.0 else float(10.0 * np.log10(1.0 / mse))
+    return float(peak_signal_noise_ratio(a64, b64, data_range=1.0))  # torchmetrics; inf for identical arrays
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlclipsim.core.registry import ENTRY_POINT_GROUPS, Registry
+
 Param = float | tuple[float, ...]
 DistortionFn = Callable[[np.ndarray, Param, np.random.Generator], np.ndarray]
 
@@ -86,34 +88,36 @@ class Distortion:
         return cast((1 - w) * a + w * b)
 
 
-_REGISTRY: dict[str, Distortion] = {}
-
-
 def register_distortion(distortion: Distortion, overwrite: bool = False) -> Distortion:
     """Add ``distortion`` to the registry under its name and return it.
 
     Raises:
         ValueError: the name is taken and ``overwrite`` is False.
     """
-    if distortion.name in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"a distortion named {distortion.name!r} is already registered; pass overwrite=True to replace it"
-        )
-    _REGISTRY[distortion.name] = distortion
-    return distortion
+    if not isinstance(distortion, Distortion):
+        raise TypeError(f"register_distortion takes a Distortion, got {type(distortion).__name__}.")
+    return DISTORTIONS.register(distortion.name, distortion, distortion.doc, overwrite=overwrite)
+
+
+def _register_entry_point(name: str, distortion: Distortion) -> None:
+    if getattr(distortion, "name", name) != name:
+        raise ValueError(f"the entry point is named {name!r} but its Distortion is named {distortion.name!r}")
+    register_distortion(distortion)
+
+
+DISTORTIONS: Registry[Distortion] = Registry("distortion", ENTRY_POINT_GROUPS["distortion"],
+                                             register_entry_point=_register_entry_point)
+"""Registered distortions (plugins: entry-point group ``mlclipsim.distortions``, pointing at a :class:`Distortion`)."""
 
 
 def list_distortions() -> list[str]:
     """Names of all registered distortions, sorted."""
-    return sorted(_REGISTRY)
+    return DISTORTIONS.names()
 
 
 def get_distortion(name: str) -> Distortion:
     """The registered distortion called ``name``; unknown names raise ``ValueError`` listing the valid ones."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown distortion {name!r}; valid names: {', '.join(list_distortions())}") from None
+    return DISTORTIONS[name]
 
 
 def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:

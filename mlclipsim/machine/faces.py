@@ -30,7 +30,7 @@ from mlclipsim.machine._image import resize_rgb
 from mlclipsim.machine.boxes import box_area, nms
 from mlclipsim.machine.predictions import FaceDetections, FaceEmbedding
 from mlclipsim.machine.protocol import OnnxTaskModel, TaskModel
-from mlclipsim.machine.registry import models_dir_spec, register_task_model, resolve_model_file
+from mlclipsim.machine.registry import create_task_model, models_dir_spec, register_task_model, resolve_model_file
 
 
 def blazeface_anchors() -> np.ndarray:
@@ -184,8 +184,6 @@ class FaceResEmbedder(OnnxTaskModel):
         self.crop_scale = float(crop_scale)
         self.detector = None
         if face_detector is not None:
-            from mlclipsim.machine.registry import create_task_model
-
             options = {} if detector_path is None else {"path": detector_path}
             self.detector = create_task_model(face_detector, threads=self.threads, **options)
 

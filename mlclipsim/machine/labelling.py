@@ -10,12 +10,17 @@ under any Lightning strategy.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from torch.utils.data import DataLoader
+
+from mlclipsim.core.progress import progress_disabled
 
 
 class Worker(Protocol):
@@ -43,6 +48,15 @@ class LabellingModule(L.LightningModule):
         return self.worker.process(item)
 
 
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's bar on stderr (Lightning writes it to stdout, into the JSON summaries)."""
+
+    def init_predict_tqdm(self) -> Tqdm:
+        return Tqdm(desc=self.predict_description, position=2 * self.process_position,
+                    disable=self.is_disabled or progress_disabled() is True, leave=True, dynamic_ncols=True,
+                    file=sys.stderr, smoothing=0, bar_format=self.BAR_FORMAT)
+
+
 def _first(batch: list) -> Any:
     return batch[0]
 
@@ -54,5 +68,6 @@ def run_labelling(worker_cls: type, config: Any, items: Sequence[Any], processes
     trainer = L.Trainer(
         accelerator="cpu", devices=processes, strategy="ddp_spawn" if processes > 1 else "auto",
         logger=False, enable_checkpointing=False, enable_model_summary=False, use_distributed_sampler=False,
+        callbacks=[StderrProgressBar()],
     )
     trainer.predict(LabellingModule(worker_cls, config, items, threads), return_predictions=False)

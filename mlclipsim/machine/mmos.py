@@ -8,7 +8,8 @@ re-weighted or broken down later without re-running the models.
 :func:`mmos` does one task from given scores; :func:`mmos_by_task` groups a dict of per-model
 scores by each model's task; :func:`machine_opinion` runs the models on distorted images,
 compares with their output on the references (or cached reference predictions) and returns the
-MMOS per task for every image.
+MMOS per task for every image; ``continuous=True`` averages the continuous agreement of
+:mod:`mlclipsim.machine.soft_agreement` instead of the discrete one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numpy as np
 
 from mlclipsim.machine.agreement import consistency
 from mlclipsim.machine.predictions import TASKS, Prediction
+from mlclipsim.machine.registry import task_of
+from mlclipsim.machine.soft_agreement import soft_consistency
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,6 @@ def mmos_by_task(per_model: Mapping[str, float], tasks: Mapping[str, str] | None
         weights: model name -> weight (default uniform within each task).
     """
     if tasks is None:
-        from mlclipsim.machine.registry import task_of
-
         tasks = {name: task_of(name) for name in per_model}
     groups: dict[str, dict[str, float]] = {}
     for name, value in per_model.items():
@@ -103,7 +104,7 @@ def mmos_by_task(per_model: Mapping[str, float], tasks: Mapping[str, str] | None
 def machine_opinion(models: Sequence[Any], distorted: Sequence[np.ndarray],
                     reference: Sequence[np.ndarray] | Mapping[str, Sequence[Prediction]],
                     weights: Mapping[str, float] | None = None,
-                    scores: Mapping[str, str] | None = None) -> list[dict[str, MMOS]]:
+                    scores: Mapping[str, str] | None = None, continuous: bool = False) -> list[dict[str, MMOS]]:
     """MMOS per task for each distorted image, against its reference.
 
     Args:
@@ -113,6 +114,8 @@ def machine_opinion(models: Sequence[Any], distorted: Sequence[np.ndarray],
             predictions per model name (e.g. loaded from a cache).
         weights: model name -> weight (default uniform per task).
         scores: task -> score name (default: each task's default score).
+        continuous: score with :func:`~mlclipsim.machine.soft_agreement.soft_consistency` (the
+            continuous scores; ``scores`` then names continuous score names).
     """
     names = [m.name for m in models]
     if len(set(names)) != len(names):
@@ -131,6 +134,7 @@ def machine_opinion(models: Sequence[Any], distorted: Sequence[np.ndarray],
                              f"for {model.name!r}")
         score_name = None if scores is None else scores.get(model.task)
         for i, (d, r) in enumerate(zip(dist_preds, ref_preds)):
-            per_image[i][model.name] = consistency(model, d, r, score=score_name)
+            score_fn = soft_consistency if continuous else consistency
+            per_image[i][model.name] = score_fn(model, d, r, score=score_name)
     tasks = {m.name: m.task for m in models}
     return [mmos_by_task(s, tasks, weights) for s in per_image]

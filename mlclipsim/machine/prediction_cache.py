@@ -37,8 +37,8 @@ class PredictionCache:
             todo.append(i)
         if todo:
             for i, pred in zip(todo, model.predict([images[i] for i in todo])):
-                save_predictions(self.path(model.name, reference_id, keys[i]), pred)
-                out[i] = pred
+                # what is stored (e.g. probability maps in 1/255 steps) is what every run scores, fresh or resumed
+                out[i] = load_predictions(save_predictions(self.path(model.name, reference_id, keys[i]), pred))[0]
         return out
 
 

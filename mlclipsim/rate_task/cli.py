@@ -6,7 +6,11 @@
 
 ``compress`` writes, per image, the file at the lowest quality whose ML-CLIPSim score against the
 original reaches the target (:mod:`~mlclipsim.coding.rate_control`), and ``rate_control.csv``
-(image, codec, quality, bytes, bpp, score, target, reached, ...). ``rate-task`` is
+(image, codec, quality, bytes, bpp, score, target, reached, ...). It refuses an output folder that
+holds an input, inputs that share a stem (``a.jpg``, ``a.png`` would both become ``a.webp``; the
+clashes are listed), and existing outputs unless ``--overwrite``, all before any coding; files are
+written to a temporary name and renamed. A target reached at the codec's lowest quality is warned
+about on stderr (it does not constrain the codec). ``rate-task`` is
 :func:`~mlclipsim.rate_task.study.run_rate_task`.
 
 This module imports nothing heavy at import time (the ``mlclipsim`` command builds its parser from it).
@@ -31,6 +35,7 @@ def _add_learned(parser: argparse.ArgumentParser) -> None:
 
 
 def _families(args: argparse.Namespace):
+    # lazy: CLI command module, imported to build its subparser; these load only when the command runs
     from mlclipsim.rate_task.study import parse_learned
 
     return tuple(parse_learned(text, args.learned_architecture) for text in args.learned)
@@ -45,87 +50,118 @@ def compress_setup(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codec", required=True,
                         help="codec name, optionally with the ladder to search: webp, or webp:10,20,...,90 "
                              "(default ladder: every quality 1..100; a learned family's checkpoints)")
-    parser.add_argument("--target-mlclipsim", type=float, required=True, metavar="T",
-                        help="ML-CLIPSim score to reach against the original, in (0, 1]")
-    parser.add_argument("--backbone", default="ViT-B-32",
-                        help="ML-CLIPSim encoder (default ViT-B-32; offline: torchvision/mobilenet_v2)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-agreement", type=float, metavar="A",
+                        help="predicted machine agreement to reach, in (0, 1] (mean MMOS: 1 = the task models' output "
+                             "unchanged; the ML-CLIPSim score mapped through the logistic shipped for the default "
+                             "variant, see the README's table of targets)")
+    target.add_argument("--target-mlclipsim", type=float, metavar="T",
+                        help="raw ML-CLIPSim score to reach against the original, in (0, 1]")
+    parser.add_argument("--backbone", default=None,
+                        help="ML-CLIPSim encoder (default: ViT-B-32 where its weights can be had, else the best "
+                             "installed encoder, named in the output)")
     parser.add_argument("--pretrained", default=None, help="pretrained tag or weights path of the encoder")
     parser.add_argument("--search", default="bisect", choices=["bisect", "exhaustive"],
                         help="bisection over the ladder (default), or every point (the true lowest)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace coded files and rate_control.csv left in OUT_DIR by an earlier run")
     _add_learned(parser)
 
 
 def compress_run(args: argparse.Namespace) -> int:
+    """Errors in the settings propagate (the ``mlclipsim`` command prints one ``error:`` line, exit 2);
+    an unreadable image is reported and skipped (exit 1 when others were written)."""
+    # lazy: CLI command module, imported to build its subparser; these load only when the command runs
     from mlclipsim.coding.interface import create_codec, parse_codec_spec, resolve_points
     from mlclipsim.coding.rate_control import check_target, control_rate
-    from mlclipsim.core.images import ImageReadError, list_images, read_image
+    from mlclipsim.core.devices import check_device
+    from mlclipsim.core.files import atomic_write, check_output, check_output_folder
+    from mlclipsim.core.images import ImageReadError, list_images, read_image, refuse_stem_clashes
     from mlclipsim.rate_task.study import register_families
 
-    try:
-        target = check_target(args.target_mlclipsim)
-        spec = parse_codec_spec(args.codec)
-        if "@" in spec.name:
-            raise ValueError("compress runs the rate control itself: give the base codec (e.g. webp), "
-                             "not a BASE@mlclipsim name.")
-        families = _families(args)
-        register_families(families)
-        learned = {f.name for f in families}
-        codec = create_codec(spec.name, **({"device": args.device} if spec.name in learned else {}))
-        ladder = codec.ladder if spec.points is None else resolve_points(codec, spec)
-        source = Path(args.inputs)
-        if source.is_dir():
-            images = list_images(source)
-            if not images:
-                raise ValueError(f"No image files in {str(source)!r}.")
-        elif source.is_file():
-            images = [source]
-        else:
-            raise FileNotFoundError(f"{str(source)!r} is neither an image nor a folder.")
-    except (ValueError, FileNotFoundError, ImageReadError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # settings and paths are checked before any model is loaded or file written
+    agreement = args.target_agreement is not None
+    target = check_target(args.target_agreement if agreement else args.target_mlclipsim)
+    device = check_device(args.device)
+    spec = parse_codec_spec(args.codec)
+    if "@" in spec.name:
+        raise ValueError("compress runs the rate control itself: give the base codec (e.g. webp), "
+                         "not a BASE@mlclipsim name.")
+    families = _families(args)
+    register_families(families)
+    learned = {f.name for f in families}
+    codec = create_codec(spec.name, **({"device": device} if spec.name in learned else {}))
+    ladder = codec.ladder if spec.points is None else resolve_points(codec, spec)
+    source = Path(args.inputs)
+    if source.is_dir():
+        images = list_images(source)
+        if not images:
+            raise ValueError(f"No image files in {str(source)!r}.")
+    elif source.is_file():
+        images = [source]
+    else:
+        raise FileNotFoundError(f"{str(source)!r} is neither an image nor a folder.")
+    out = check_output_folder(args.out)
+    refuse_stem_clashes(images, f"output file (<stem>{codec.suffix})")
+    targets = {path: out / f"{path.stem}{codec.suffix}" for path in images}
+    for written in [*targets.values(), out / "rate_control.csv"]:
+        check_output(written, inputs=images, overwrite=args.overwrite)
+    # lazy: CLI command module; also, the settings above fail before the metric's heavy import
     from mlclipsim.metrics import MLCLIPSimScorer
 
-    scorer = MLCLIPSimScorer(args.backbone, pretrained=args.pretrained).to(args.device).eval()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    scorer = MLCLIPSimScorer(args.backbone, pretrained=args.pretrained,
+                             scale="agreement" if agreement else "raw").to(device).eval()
     rows, errors = [], []
-    for path in images:
+    for path in _progress(images, "compress"):
         try:
-            image = read_image(path)[None].to(args.device)
+            image = read_image(path)[None].to(device)
             result = control_rate(codec, image, target, scorer, ladder=ladder, search=args.search)
         except (ImageReadError, ValueError) as err:
             errors.append((path.name, str(err)))
             print(f"error: {path.name}: {err}", file=sys.stderr)
             continue
-        written = out / f"{path.stem}{codec.suffix}"
-        written.write_bytes(result.file)
+        written = atomic_write(targets[path], result.file)
         height, width = image.shape[-2:]
         rows.append({"image": path.name, "file": written.name, "codec": codec.name, "quality": result.point,
                      "bytes": len(result.file), "bpp": 8.0 * len(result.file) / (height * width),
                      "score": result.score, "target": target, "reached": result.reached,
-                     "monotone": result.monotone, "codings": len(result.evaluations)})
+                     "monotone": result.monotone, "codings": len(result.evaluations),
+                     "scale": scorer.scale, "backbone": scorer.encoder.name})
+        if result.reached and str(result.point) == str(ladder[0]):
+            print(f"warning: {path.name}: the target {target} is reached already at {codec.name}'s lowest quality "
+                  f"{ladder[0]} (ML-CLIPSim {result.score:.4f}): it does not constrain the codec; a higher target "
+                  "keeps more of what machines need.", file=sys.stderr)
     columns = ["image", "file", "codec", "quality", "bytes", "bpp", "score", "target", "reached", "monotone",
-               "codings"]
-    with (out / "rate_control.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+               "codings", "scale", "backbone"]
+
+    def write_csv(temporary: Path) -> None:
+        with temporary.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(out / "rate_control.csv", write_csv)
     for row in rows:
         mark = "reached" if row["reached"] else "NOT reached (top of the ladder)"
         print(f"{row['image']}: {codec.name} quality {row['quality']}, {row['bytes']} bytes, {row['bpp']:.3f} bpp, "
-              f"ML-CLIPSim {row['score']:.4f} ({mark})")
+              f"{'predicted agreement' if agreement else 'ML-CLIPSim'} {row['score']:.4f} ({mark}; {row['backbone']})")
     print(f"wrote {len(rows)} file(s) and {out / 'rate_control.csv'}")
     return 0 if not errors else (1 if rows else 2)
+
+
+def _progress(items: list, what: str):
+    """``items`` with a progress bar on stderr (stdout keeps the results)."""
+    # lazy: CLI command module, imported to build its subparser; these load only when the command runs
+    from mlclipsim.core.progress import progress
+
+    return progress(items, desc=what, unit="image")
 
 
 # ----------------------------------------------------------------------------- rate-task
 
 
 def rate_task_setup(parser: argparse.ArgumentParser) -> None:
-    from mlclipsim.rate_task.study import DEFAULT_BACKBONE
-
     parser.add_argument("--images", required=True, help="folder of photos")
     parser.add_argument("--codec", nargs="+", action="extend", required=True, metavar="NAME[:POINTS]",
                         help="codecs, each NAME or NAME:P1,P2,... (jpeg, webp, avif, jxl, a --learned name, "
@@ -136,8 +172,9 @@ def rate_task_setup(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (re-running resumes)")
     parser.add_argument("--anchor", nargs="+", action="extend", default=None, metavar="NAME",
                         help="anchor codec(s) for BD-rates (default: the first codec)")
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
-                        help=f"ML-CLIPSim encoder (default {DEFAULT_BACKBONE}); never one of the task models")
+    parser.add_argument("--backbone", default=None,
+                        help="ML-CLIPSim encoder (default: mlclipsim.rate_task.study.DEFAULT_BACKBONE, "
+                             "torchvision/mobilenet_v2); never one of the task models")
     parser.add_argument("--pretrained", default=None, help="pretrained tag or weights path of the encoder")
     parser.add_argument("--photos", default=None, metavar="LIST_FILE",
                         help="file with one photo file name per line (default: every image in --images)")
@@ -156,13 +193,14 @@ def rate_task_setup(parser: argparse.ArgumentParser) -> None:
 
 
 def rate_task_run(args: argparse.Namespace) -> int:
+    # lazy: CLI command module, imported to build its subparser; these load only when the command runs
     from mlclipsim.core.images import ImageReadError
-    from mlclipsim.rate_task.study import RateTaskConfig, import_rows, read_photo_list, run_rate_task
+    from mlclipsim.rate_task.study import DEFAULT_BACKBONE, RateTaskConfig, import_rows, read_photo_list, run_rate_task
 
     try:
         config = RateTaskConfig(
             images=args.images, out=args.out, codecs=tuple(args.codec), task_models=tuple(args.task_model),
-            backbone=args.backbone, pretrained=args.pretrained, anchors=tuple(args.anchor or ()),
+            backbone=args.backbone or DEFAULT_BACKBONE, pretrained=args.pretrained, anchors=tuple(args.anchor or ()),
             learned=_families(args), photos=read_photo_list(args.photos) if args.photos else None, size=args.size,
             limit=args.limit, processes=args.processes, threads=args.threads, accelerator=args.accelerator,
             search=args.search, bd_method=args.bd_method)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mlclipsim.coding.interface import Point, format_point
+from mlclipsim.eval.bd_rate import bd_rate
 from mlclipsim.rate_task.rows import write_csv
 
 BASE_SCORES = ("psnr", "ms_ssim", "ml_clipsim")
@@ -82,8 +83,6 @@ def _curve(curves: Sequence[dict], codec: str, score: str) -> tuple[np.ndarray, 
 def bd_entry(rate_a: np.ndarray, quality_a: np.ndarray, rate_t: np.ndarray, quality_t: np.ndarray,
              method: str) -> dict[str, Any]:
     """:func:`mlclipsim.eval.bd_rate` as a flat dict; curves with < 2 finite points give a reason."""
-    from mlclipsim.eval.bd_rate import bd_rate
-
     if rate_a.size < 2 or rate_t.size < 2:
         return {"bd_rate": None, "overlap": math.nan, "method_used": None, "n_anchor": int(rate_a.size),
                 "n_test": int(rate_t.size), "dropped_anchor": "", "dropped_test": "",

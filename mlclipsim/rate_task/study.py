@@ -60,7 +60,17 @@ from mlclipsim.coding.interface import (
     resolve_points,
     unique_names,
 )
+from mlclipsim.coding.learned import register_learned_codec
+from mlclipsim.coding.rate_control import SEARCHES
+from mlclipsim.core.images import ImageReadError, array_to_tensor, list_images, tensor_to_array
+from mlclipsim.data.references import reference_crops
+from mlclipsim.eval.bd_rate import METHOD_MIN_POINTS
+from mlclipsim.machine.agreement import consistency
 from mlclipsim.machine.labelling import LabellingModule
+from mlclipsim.machine.prediction_cache import PredictionCache, load_task_models
+from mlclipsim.machine.registry import task_of
+from mlclipsim.metrics import MLCLIPSimScorer
+from mlclipsim.metrics.baselines import create_baseline
 from mlclipsim.rate_task import curves
 from mlclipsim.rate_task.rows import collect_rows, read_row, read_rows_csv, row_path, write_json
 
@@ -122,10 +132,6 @@ class RateTaskConfig:
     specs: tuple[CodecSpec, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
-        from mlclipsim.coding.rate_control import SEARCHES
-        from mlclipsim.eval.bd_rate import METHOD_MIN_POINTS
-        from mlclipsim.machine.registry import task_of
-
         self.images, self.out = Path(self.images), Path(self.out)
         self.codecs, self.task_models = tuple(self.codecs), tuple(self.task_models)
         self.learned = tuple(self.learned)
@@ -174,8 +180,6 @@ def check_encoder_not_task_model(backbone: str, task_models: Sequence[str]) -> N
 
 
 def register_families(families: Sequence[LearnedFamily]) -> None:
-    from mlclipsim.coding.learned import register_learned_codec
-
     for family in families:
         register_learned_codec(family.name, list(family.checkpoints), family.architecture, overwrite=True)
 
@@ -205,8 +209,6 @@ def build_codecs(config: RateTaskConfig, scorer: Any = None, device: str | torch
 
 def select_photos(config: RateTaskConfig) -> list[Path]:
     """The photos of the run, sorted by name: all of ``images``, or those named in ``photos``."""
-    from mlclipsim.core.images import list_images
-
     available = list_images(config.images)
     if config.photos is not None:
         by_name = {p.name: p for p in available}
@@ -271,10 +273,6 @@ class RateTaskWorker:
     """Built once per process: the codecs, the ML-CLIPSim scorer, the task models; codes one photo per call."""
 
     def __init__(self, config: RateTaskConfig, device: str | torch.device = "cpu") -> None:
-        from mlclipsim.machine.prediction_cache import PredictionCache, load_task_models
-        from mlclipsim.metrics import MLCLIPSimScorer
-        from mlclipsim.metrics.baselines import create_baseline
-
         self.config = config
         self.device = torch.device(device)
         self.scorer = MLCLIPSimScorer(config.backbone, pretrained=config.pretrained).to(self.device).eval()
@@ -284,9 +282,6 @@ class RateTaskWorker:
         self.cache = PredictionCache(config.out / "predictions")
 
     def process(self, photo: Path) -> dict:
-        from mlclipsim.core.images import ImageReadError, array_to_tensor
-        from mlclipsim.data.references import reference_crops
-
         photo = Path(photo)
         start = time.perf_counter()
         try:
@@ -317,9 +312,6 @@ class RateTaskWorker:
 
     def _row(self, photo: str, codec: Codec, point: Point, x: torch.Tensor, features: Any,
              reference_preds: dict) -> dict:
-        from mlclipsim.core.images import array_to_tensor, tensor_to_array
-        from mlclipsim.machine.agreement import consistency
-
         height, width = x.shape[-2:]
         t0 = time.perf_counter()
         coded = codec.code(x, point)

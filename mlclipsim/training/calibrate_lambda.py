@@ -33,6 +33,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mlclipsim.core.images import read_image_array
+from mlclipsim.distortions.compression_artifacts import encode_decode
+from mlclipsim.metrics import MLCLIPSimScorer, RAMIQALoss
+from mlclipsim.training.codec_data import find_photos
 from mlclipsim.training.distortion_terms import MS_SSIM_LAMBDAS, MSE_LAMBDAS
 from mlclipsim.training.msssim import ms_ssim
 
@@ -43,8 +47,6 @@ MAX_SHORT_SIDE = 512
 
 
 def _crop(path, crop: int = CROP) -> np.ndarray:
-    from mlclipsim.core.images import read_image_array
-
     image = Image.fromarray(read_image_array(path))
     short = min(image.size)
     if short > MAX_SHORT_SIDE:
@@ -71,10 +73,6 @@ def _drop(rates: np.ndarray, values: np.ndarray, target: float) -> float:
 def calibrate(backbone: str = "torchvision/mobilenet_v2", pretrained: str | None = None, images: str | None = None,
               photos: int = 0, cosine_maps: Sequence[str] = ("rescale", "clamp"), resize: str = "resize",
               crop: int = CROP, ra_miqa_tasks: Sequence[str] = ()) -> dict:
-    from mlclipsim.distortions.compression_artifacts import encode_decode
-    from mlclipsim.metrics import MLCLIPSimScorer, RAMIQALoss
-    from mlclipsim.training.codec_data import find_photos
-
     torch.set_grad_enabled(False)
     paths = find_photos(images)
     if photos:
@@ -125,8 +123,6 @@ def calibrate(backbone: str = "torchvision/mobilenet_v2", pretrained: str | None
 
 
 def _gradient_ratio(crops: Sequence[np.ndarray], scorers: dict, scales: dict, rates: np.ndarray) -> dict:
-    from mlclipsim.distortions.compression_artifacts import encode_decode
-
     quality = QUALITIES[int(np.argmin(np.abs(rates - 0.5)))]
     ratios: dict[str, list[float]] = {m: [] for m in scorers}
     with torch.enable_grad():

@@ -58,6 +58,8 @@ from mlclipsim.coding.architectures import (
     read_checkpoint,
     resolve_channels,
 )
+from mlclipsim.metrics import MLCLIPSimScorer
+from mlclipsim.metrics.baselines import psnr
 from mlclipsim.training.codec_loss import MLRateDistortionLoss, bpp_from_likelihoods
 from mlclipsim.training.msssim import ms_ssim, ms_ssim_levels
 
@@ -159,8 +161,6 @@ class CompressionModule(L.LightningModule):
     def _build_val_scorer(options: Mapping[str, Any] | None) -> nn.Module | None:
         if options is None:
             return None
-        from mlclipsim.metrics import MLCLIPSimScorer
-
         options = dict(options)
         backbone = options.pop("backbone", DEFAULT_VAL_ML_CLIPSIM["backbone"])
         return MLCLIPSimScorer(backbone, **options)
@@ -241,8 +241,7 @@ class CompressionModule(L.LightningModule):
         losses = self.criterion(output, batch)
         x_hat = output["x_hat"].clamp(0.0, 1.0)
         values: dict[str, torch.Tensor] = {k: v for k, v in losses.items() if _metric_key(k) in self.val_means}
-        mse = ((x_hat - batch) ** 2).flatten(1).mean(1)
-        values["psnr"] = (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()
+        values["psnr"] = psnr(x_hat, batch).mean()
         levels = ms_ssim_levels(*batch.shape[-2:])
         if levels:
             values["ms_ssim"] = ms_ssim(x_hat, batch, levels=levels)

@@ -34,7 +34,8 @@ is the ratio of the slopes of the two distortions along a rate-distortion curve,
 satisfies ``lambda * dD/dR = -1``, so with this scale the same lambda asks for the same trade-off
 (hence about the same rate) near 0.5 bpp, the middle of the ladder. Measured with
 ``python -m mlclipsim.training.calibrate_lambda`` (JPEG 4:2:0 at 13 qualities as the probe codec,
-on 256x256 centre crops of the shared photos; the numbers are in :data:`CALIBRATED_SCALES` and
+on 256x256 centre crops of the shared photos; the numbers ship in
+``mlclipsim/weights/term_scales/ml-clipsim.json`` with the command of each, as :data:`CALIBRATED_SCALES`, and in
 codecs/README.md). The same probe gives for MS-SSIM a slope ratio next to CompressAI's own ladder
 ratio, which is the check that the method lands where CompressAI's ladders are. A backbone or cosine
 map without a calibrated scale needs ``scale`` explicitly (run the script with ``--backbone``).
@@ -62,7 +63,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlclipsim.core.registry import ENTRY_POINT_GROUPS, Registry, first_doc_line
+from mlclipsim.metrics import MLCLIPSimLoss, RAMIQALoss
 from mlclipsim.training.msssim import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_levels
+from mlclipsim.weights import shipped_record
 
 TermSpec = str | Mapping[str, Any]
 
@@ -70,14 +74,22 @@ TermSpec = str | Mapping[str, Any]
 MSE_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 MS_SSIM_LAMBDAS = (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00)
 
+SCALES_FOLDER = "term_scales"
+"""Calibrated term scales ship as ``mlclipsim/weights/term_scales/<term>.json``, each with its command and result."""
+
+
+def calibrated_scale_records(term: str) -> list[dict[str, Any]]:
+    """The shipped scale records of a term (``mlclipsim/weights/term_scales/<term>.json``; [] when none ship)."""
+    record = shipped_record(SCALES_FOLDER, f"{term}.json")
+    return list(record["scales"]) if record else []
+
+
 CALIBRATED_SCALES: dict[tuple[str, str, str], float] = {
-    # (backbone, cosine_map, resize policy): scale; see the module docstring and calibrate_lambda.py.
-    ("torchvision/mobilenet_v2", "rescale", "resize"): 1354.8,
-    ("torchvision/mobilenet_v2", "clamp", "resize"): 679.0,
-    ("torchvision/mobilenet_v2", "rescale", "native"): 1434.3,
-    ("torchvision/mobilenet_v2", "clamp", "native"): 720.1,
+    (r["backbone"], r["cosine_map"], r["resize"]): float(r["scale"]) for r in calibrated_scale_records("ml-clipsim")
 }
-"""Measured by ``MLCLIPSIM_OFFLINE=1 python -m mlclipsim.training.calibrate_lambda`` on all 86 shared photos.
+"""(backbone, cosine_map, resize policy) -> scale, from ``mlclipsim/weights/term_scales/ml-clipsim.json``.
+
+Measured by ``MLCLIPSIM_OFFLINE=1 python -m mlclipsim.training.calibrate_lambda`` on all 86 shared photos.
 
 Slope ratio ``dD_mse / d(1 - ML-CLIPSim)`` along JPEG's rate-distortion curve (256-px centre crops):
 
@@ -106,11 +118,12 @@ the term's gradient is concentrated on what the encoder sees, not spread over al
 """
 
 RA_MIQA_SCALES: dict[tuple[str, str], float] = {
-    # (task, target) of a shipped RA-MIQA head (MobileNetV2 hybrid): scale of ``1 - RA-MIQA``.
-    ("detection", "consistency"): 725.2,
-    ("classification", "consistency"): 929.5,
+    (r["task"], r["target"]): float(r["scale"]) for r in calibrated_scale_records("ra-miqa")
 }
-"""Measured by ``MLCLIPSIM_OFFLINE=1 python -m mlclipsim.training.calibrate_lambda --resize native
+"""(task, target) of a shipped RA-MIQA head (MobileNetV2 hybrid) -> scale of ``1 - RA-MIQA``, from
+``mlclipsim/weights/term_scales/ra-miqa.json``.
+
+Measured by ``MLCLIPSIM_OFFLINE=1 python -m mlclipsim.training.calibrate_lambda --resize native
 --cosine-map rescale --ra-miqa detection classification`` on all 86 shared photos (256-px centre crops,
 JPEG probe; ``benchmarks/results/codecs/calibrate_lambda_ra_miqa.json``). Slope ratio
 ``dD_mse / d(1 - RA-MIQA)``:
@@ -225,8 +238,6 @@ class MLCLIPSimTerm(DistortionTerm):
                  scale: float | None = None, allow_download: bool | None = None,
                  backbone_options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, weight)
-        from mlclipsim.metrics import MLCLIPSimLoss
-
         self.scale = resolve_ml_clipsim_scale(backbone, cosine_map, scale, resize)  # before the (slower) encoder
         self.loss = MLCLIPSimLoss(backbone, pretrained=pretrained, layers=layers, weights=weights, resize=resize,
                                   cosine_map=cosine_map, allow_download=allow_download,
@@ -301,22 +312,29 @@ class ImportedTerm(DistortionTerm):
 # ------------------------------------------------------------------------------------------- registry
 
 TermFactory = Callable[..., DistortionTerm]
-DISTORTION_TERMS: dict[str, TermFactory] = {}
+DISTORTION_TERMS: Registry[TermFactory] = Registry(
+    "distortion term", ENTRY_POINT_GROUPS["distortion term"],
+    unknown_message="Unknown distortion term {name!r}; choose one of {quoted}, or an import path "
+                    "'package.module:Class' of an nn.Module loss or a differentiable torchmetrics Metric.")
+"""Registered terms (plugins: entry-point group ``mlclipsim.loss_terms``, pointing at a term factory)."""
 
 
-def register_term(name: str) -> Callable[[TermFactory], TermFactory]:
-    """Register a factory ``f(name=..., weight=..., **options) -> DistortionTerm`` under ``name``."""
+def register_term(name: str, description: str = "",
+                  overwrite: bool = False) -> Callable[[TermFactory], TermFactory]:
+    """Register a factory ``f(name=..., weight=..., **options) -> DistortionTerm`` under ``name``.
+
+    A taken name needs ``overwrite=True``; the description defaults to the factory's first docstring line.
+    """
 
     def decorate(factory: TermFactory) -> TermFactory:
-        DISTORTION_TERMS[name] = factory
-        return factory
+        return DISTORTION_TERMS.register(name, factory, description or first_doc_line(factory), overwrite=overwrite)
 
     return decorate
 
 
 def list_terms() -> list[str]:
     """Names of the registered distortion terms (an import path is accepted too)."""
-    return sorted(DISTORTION_TERMS)
+    return DISTORTION_TERMS.names()
 
 
 register_term("mse")(MSETerm)
@@ -346,8 +364,6 @@ class RAMIQATerm(DistortionTerm):
                  target: str = "consistency", weights: str | os.PathLike | None = None, scale: float | None = None,
                  allow_download: bool | None = None) -> None:
         super().__init__(name, weight)
-        from mlclipsim.metrics import RAMIQALoss
-
         self.scale = resolve_ra_miqa_scale(task, target, scale, weights)
         self.loss = RAMIQALoss(task=task, target=target, weights=weights, allow_download=allow_download)
 
@@ -408,7 +424,7 @@ def build_term(spec: TermSpec | DistortionTerm) -> DistortionTerm:
         return factory(name=label or name, weight=float(weight), **options)
     if ":" in name or "." in name:
         return _imported_term(name, label, float(weight), options)
-    raise ValueError(f"Unknown distortion term {name!r}; choose one of {_valid_choices()}.")
+    raise DISTORTION_TERMS.unknown(name)
 
 
 def build_terms(specs: Sequence[TermSpec | DistortionTerm]) -> list[DistortionTerm]:

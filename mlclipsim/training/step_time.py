@@ -1,9 +1,13 @@
 """Time the training steps of recipes, in one process, one after the other (same machine state).
 
-    MLCLIPSIM_OFFLINE=1 python -m mlclipsim.training.step_time codecs/A.yaml codecs/B.yaml [--steps 30] [--warmup 5]
+    B=codecs/base/small.yaml,codecs/architecture/bmshj2018-factorized.yaml
+    MLCLIPSIM_OFFLINE=1 python -m mlclipsim.training.step_time $B,codecs/term/mse.yaml \
+        $B,codecs/term/mix.yaml,codecs/term/small/mix.yaml [--steps 30] [--warmup 5]
 
-Each recipe's model and data are built as the recipe says (``--set section.key=value`` overrides
-apply to all; photos are decoded into the cache first when the recipe caches them), then
+A recipe is its config files joined by commas, merged in order as ``mlclipsim train-codec`` merges
+them. Each recipe's model and data are built through LightningCLI as the recipe says (``--set
+section.key=value`` overrides apply to all; photos are decoded into the cache first when the recipe
+caches them), then
 ``warmup + steps`` training steps run without validation, logging or checkpoints. With ``--rounds R``
 the recipes take turns R times (A, B, A, B, ...), so that a change in the machine's load hits all of
 them alike. The report is the median and mean wall time of the timed steps (data loading included),
@@ -27,6 +31,8 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
+
+from mlclipsim.training.train_codec import build
 
 
 class _StepTimer(L.Callback):
@@ -58,32 +64,30 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KB
 
 
-def time_recipe(path: str, steps: int, warmup: int, overrides: Sequence[tuple[str, str]] = (),
+def time_recipe(recipe: str, steps: int, warmup: int, overrides: Sequence[tuple[str, str]] = (),
                 memory: dict | None = None) -> list[float]:
-    """Wall times (s) of ``steps`` training steps of a recipe after ``warmup`` steps.
+    """Wall times (s) of ``steps`` training steps of a recipe (config files joined by commas) after ``warmup`` steps.
 
     ``memory``, when given, receives ``built_rss_mb`` (after building model and data), ``peak_rss_mb``
     and, on CUDA, ``cuda_peak_mb``.
     """
-    from mlclipsim.training.codec_data import CodecDataModule
-    from mlclipsim.training.codec_module import CompressionModule
-    from mlclipsim.training.train_codec import load_config
-
-    config = load_config([path], overrides)
-    L.seed_everything(int(config.get("seed_everything") or 0), verbose=False)
-    model = CompressionModule(**config["model"])
-    data = CodecDataModule(**config["data"])
+    timer = _StepTimer()
+    arguments = [item for path in recipe.split(",") for item in ("--config", path)]
+    arguments += [item for key, value in overrides for item in (f"--{key}", value)]
+    # The recipe's model and data; a trainer that runs warmup + steps without validation, logs or checkpoints.
+    arguments += ["--trainer.devices", "1", "--trainer.max_steps", str(warmup + steps), "--trainer.max_epochs",
+                  "null", "--trainer.limit_val_batches", "0", "--trainer.logger", "false",
+                  "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
+                  "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    cli = build(arguments, save_config_callback=None, trainer_defaults={"callbacks": [timer]})
+    model, data, trainer = cli.model, cli.datamodule, cli.trainer
     data.setup("fit")
     if data.cache_images:
         for index in range(len(data.train_dataset.paths)):
             data.train_dataset.photo(index)
-    timer = _StepTimer()
     built = _rss_mb()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    trainer = L.Trainer(accelerator=config["trainer"].get("accelerator", "cpu"), devices=1,
-                        max_steps=warmup + steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
     trainer.fit(model, data)
     if memory is not None:
         memory.update(built_rss_mb=built, peak_rss_mb=_peak_rss_mb())
@@ -105,7 +109,7 @@ def _time_in_child(path: str, steps: int, warmup: int, overrides: Sequence[str])
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlclipsim.training.step_time",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("recipes", nargs="+")
+    parser.add_argument("recipes", nargs="+", metavar="RECIPE", help="a recipe: its config files joined by commas")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=1)

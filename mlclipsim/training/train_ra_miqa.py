@@ -10,7 +10,8 @@ A config has ``seed_everything``, ``trainer`` (Lightning Trainer arguments; ``st
 ``from_images`` are linked from ``model``), ``export`` (where to write the trained RA-MIQA file; the
 best checkpoint by ``val/srcc`` is exported when a ModelCheckpoint monitors it, else the last
 weights) and ``ckpt_path`` (resume). The shipped config, ``mlclipsim/configs/ra_miqa.yaml``, is the
-default recipe; its ablation variants are ``ra_miqa_no_region.yaml`` and ``ra_miqa_cnn.yaml``.
+default recipe; its ablations are the same config with ``model.architecture=no-region`` (no region
+token) or ``model.architecture=cnn`` (pooled features -> MLP), as ``benchmarks/ra_miqa.py`` runs them.
 """
 
 from __future__ import annotations

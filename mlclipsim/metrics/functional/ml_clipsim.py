@@ -21,6 +21,19 @@ finite gradient everywhere, including at zero vectors and at identical inputs.
 
 Identical images score 1. Higher is better.
 
+Magnitude-aware term (``magnitude=True``, one more weighted column, key ``"magnitude"``): cosines are
+blind to a change of feature magnitude, which brightness and contrast changes mostly are. The term
+compares token norms as SSIM compares luminances, per token ``2 |a| |b| / (|a|^2 + |b|^2)`` (norms of
+the same sqrt(eps)-augmented vectors, so it is 1 for identical tokens, in (0,1], with a finite
+gradient everywhere, zero at identical inputs), averaged over tokens and then over the compared
+layers (the global embeddings' norms when no token layer is compared). It is weighted like any layer:
+by the calibration or by the preset.
+
+Presets (``weights="calibrated" | "uniform" | "embedding"``) and the default are described in
+:mod:`mlclipsim.metrics.layer_weights`. ``scale="agreement"`` maps the score through the monotone
+logistic shipped for the backbone's default variant to predicted machine agreement (mean MMOS); see
+:mod:`mlclipsim.metrics.agreement_scale`.
+
 Region weighting (``region_weights="mask"`` or ``"saliency"``, off by default): the mean over tokens
 becomes a weighted mean whose weights favour the reference's objects, so damage inside them costs
 more than damage around them; see :mod:`mlclipsim.metrics.functional.region_weights`.
@@ -37,10 +50,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from mlclipsim.backbones import EMBEDDING, EncoderOutput, FrozenEncoder, create_backbone
+from mlclipsim.backbones import EncoderOutput, FrozenEncoder, create_backbone
+from mlclipsim.backbones.registry import DEFAULT_BACKBONE, create_default_backbone
+from mlclipsim.metrics.agreement_scale import SCALES, AgreementScale, load_agreement_scale
+from mlclipsim.metrics.frozen import exclude_from_state_dict
 from mlclipsim.metrics.functional.region_weights import RegionWeighting
 from mlclipsim.metrics.input_checks import check_device, check_images, check_same_shape
-from mlclipsim.metrics.layer_weights import resolve_layer_weights
+from mlclipsim.metrics.layer_weights import WeightsArg, default_variant, resolve_layer_weights, term_names
 
 COSINE_EPS = 1e-6
 
@@ -53,11 +69,28 @@ Reduction = Literal["mean", "sum", "none"]
 
 
 def augmented_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = COSINE_EPS) -> torch.Tensor:
-    """Cosine over the last dimension of [a, sqrt(eps)] and [b, sqrt(eps)]; (..., C) -> (...)."""
-    a, b = a.float(), b.float()
+    """Cosine over the last dimension of [a, sqrt(eps)] and [b, sqrt(eps)]; (..., C) -> (...), in float32 or wider."""
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)  # fp16 up, fp64 kept
+    a, b = a.to(dtype), b.to(dtype)
     dot = (a * b).sum(-1) + eps
     norms = torch.sqrt((a * a).sum(-1) + eps) * torch.sqrt((b * b).sum(-1) + eps)
     return dot / norms
+
+
+def magnitude_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = COSINE_EPS) -> torch.Tensor:
+    """Luminance-like comparison of the norms of [a, sqrt(eps)] and [b, sqrt(eps)]: (..., C) -> (...) in (0,1]."""
+    a, b = a.float(), b.float()
+    norm_a = torch.sqrt((a * a).sum(-1) + eps)
+    norm_b = torch.sqrt((b * b).sum(-1) + eps)
+    return 2.0 * norm_a * norm_b / (norm_a * norm_a + norm_b * norm_b)
+
+
+def _token_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """(N, T) -> (N,): the mean over tokens, or the weighted mean with non-negative (N, T) weights."""
+    if weights is None:
+        return values.mean(-1)
+    weights = weights.to(values)
+    return (values * weights).sum(-1) / weights.sum(-1).clamp_min(1e-12)
 
 
 def similarity_components(
@@ -66,21 +99,25 @@ def similarity_components(
     layers: Sequence[str],
     cosine_map: str = "clamp",
     token_weights: Mapping[str, torch.Tensor] | None = None,
+    magnitude: bool = False,
 ) -> torch.Tensor:
-    """Per-layer similarities in [0,1]: (N, len(layers) + 1), the last column the global embedding.
+    """Per-layer similarities in [0,1]: (N, len(layers) + 1), the last column the global embedding;
+    with ``magnitude`` one more column, the magnitude-aware term (see the module docstring).
 
     ``token_weights`` optionally maps a layer to non-negative (N, T) weights for the spatial mean.
     """
     mapping = get_cosine_map(cosine_map)
-    columns = []
-    for layer in layers:
-        per_token = mapping(augmented_cosine(pred.tokens[layer], ref.tokens[layer]))  # (N, T)
-        if token_weights is not None and layer in token_weights:
-            weights = token_weights[layer].to(per_token)
-            columns.append((per_token * weights).sum(-1) / weights.sum(-1).clamp_min(1e-12))
-        else:
-            columns.append(per_token.mean(-1))
+    weights = token_weights or {}
+    columns = [_token_mean(mapping(augmented_cosine(pred.tokens[layer], ref.tokens[layer])), weights.get(layer))
+               for layer in layers]
     columns.append(mapping(augmented_cosine(pred.embedding, ref.embedding)))
+    if magnitude:
+        if layers:
+            per_layer = [_token_mean(magnitude_similarity(pred.tokens[layer], ref.tokens[layer]), weights.get(layer))
+                         for layer in layers]
+            columns.append(torch.stack(per_layer, dim=-1).mean(-1))
+        else:
+            columns.append(magnitude_similarity(pred.embedding, ref.embedding))
     return torch.stack(columns, dim=-1)
 
 
@@ -152,12 +189,14 @@ class MLCLIPSimScorer(nn.Module):
 
     Args:
         backbone: a backbone name (``mlclipsim.backbones.list_backbones()`` or an open_clip model name)
-            or an already built :class:`~mlclipsim.backbones.FrozenEncoder`.
+            or an already built :class:`~mlclipsim.backbones.FrozenEncoder`. None (default): ViT-B-32 (OpenAI)
+            where its weights can be had, else the best installed encoder, with a ``DefaultBackboneWarning``
+            (:func:`~mlclipsim.backbones.registry.create_default_backbone`); ``scorer.encoder.name`` says which.
         pretrained: pretrained tag, weights path, ``"random"`` (by name only), or None for the default.
-        layers: token layers to compare; None for the backbone's default layers (or the calibrated
-            ones shipped for it).
-        weights: non-negative weights keyed by layer name and ``"embedding"``; normalised to sum 1.
-            None: the calibrated weights shipped for the backbone, else uniform.
+        layers: token layers to compare; None for the preset's layers.
+        weights: a preset, ``"calibrated"``, ``"uniform"`` or ``"embedding"``, or non-negative weights keyed
+            by layer name, ``"embedding"`` (and ``"magnitude"``); normalised to sum 1. None: the backbone's
+            default variant (see :mod:`mlclipsim.metrics.layer_weights`).
         resize: ``"resize"`` (default), ``"center_crop"`` or ``"tile"``; see
             :mod:`mlclipsim.backbones.preprocessing` for why whole-image resize is the default.
         cosine_map: ``"clamp"`` (default) or ``"rescale"``: how negative cosines map into [0,1].
@@ -167,23 +206,30 @@ class MLCLIPSimScorer(nn.Module):
             own deepest-layer features, no labels); see :mod:`~mlclipsim.metrics.functional.region_weights`.
         region_alpha: the background's floor weight in (0, 1] (w = alpha + (1 - alpha) * mask); None for
             the source's default.
+        magnitude: add the magnitude-aware term (see the module docstring); None: the backbone's default
+            variant when neither layers nor weights are given, else off.
+        scale: ``"raw"`` (default, the weighted similarity in [0,1]) or ``"agreement"`` (predicted machine
+            agreement through the logistic shipped for this variant; an error when none ships).
         backbone_options: passed to the encoder, e.g. ``include_class_token=True`` for ViTs.
 
-    The frozen encoder's parameters are left out of ``state_dict()`` (they come from their weight
-    source, and a codec checkpoint should not carry hundreds of MB of CLIP); the layer weights are in.
+    The frozen encoder and the layer weights are left out of ``state_dict()`` (they come from their weight
+    source and the constructor's arguments, and a codec checkpoint should not carry hundreds of MB of CLIP;
+    see :mod:`mlclipsim.metrics.frozen`).
     """
 
     def __init__(
         self,
-        backbone: str | FrozenEncoder = "ViT-B-32",
+        backbone: str | FrozenEncoder | None = None,
         pretrained: str | os.PathLike | None = None,
         layers: Sequence[str] | None = None,
-        weights: Mapping[str, float] | None = None,
+        weights: WeightsArg = None,
         resize: str = "resize",
         cosine_map: str = "clamp",
         allow_download: bool | None = None,
         region_weights: str | None = None,
         region_alpha: float | None = None,
+        magnitude: bool | None = None,
+        scale: str = "raw",
         **backbone_options: Any,
     ) -> None:
         super().__init__()
@@ -193,22 +239,33 @@ class MLCLIPSimScorer(nn.Module):
                 raise ValueError("pretrained, resize and backbone options apply when backbone is a name; an already "
                                  f"built encoder keeps its own (resize policy {backbone.resize_policy!r}).")
             encoder = backbone
-        elif isinstance(backbone, str):
+        elif backbone is None and pretrained is None and not backbone_options:
+            encoder = create_default_backbone(resize=resize, allow_download=allow_download)
+        elif isinstance(backbone, str) or backbone is None:
+            backbone = DEFAULT_BACKBONE if backbone is None else backbone
             encoder = create_backbone(backbone, pretrained=pretrained, resize=resize,
                                       allow_download=allow_download, **backbone_options)
         else:
             raise TypeError(f"backbone must be a name or a FrozenEncoder, got {type(backbone).__name__}.")
         get_cosine_map(cosine_map)
+        if scale not in SCALES:
+            raise ValueError(f"Unknown scale {scale!r}; choose one of {list(SCALES)}.")
+        if magnitude is None:
+            magnitude = default_variant(encoder.name)[1] if layers is None and weights is None else False
         self.encoder = encoder
         self.cosine_map = cosine_map
-        self.layers, weight_vector = resolve_layer_weights(encoder, layers, weights)
+        self.magnitude = bool(magnitude)
+        self.layers, weight_vector = resolve_layer_weights(encoder, layers, weights, self.magnitude)
         if region is not None and not self.layers:
             raise ValueError("region_weights weights the tokens of the compared layers, but this configuration "
                              "compares the global embedding only; add token layers or set region_weights=None.")
         self.region = region
+        self.scale = scale
+        self.agreement: AgreementScale | None = None
+        if scale == "agreement":
+            self.agreement = load_agreement_scale(encoder.name, self._weights_by_name(weight_vector))
         self.register_buffer("layer_weights", weight_vector)
-        self._register_state_dict_hook(_drop_encoder_keys)
-        self.register_load_state_dict_post_hook(_ignore_missing_encoder_keys)
+        exclude_from_state_dict(self, "encoder", "layer_weights")
 
     @property
     def device(self) -> torch.device:
@@ -220,7 +277,10 @@ class MLCLIPSimScorer(nn.Module):
 
     def weights_by_name(self) -> dict[str, float]:
         """The normalised weights, keyed by layer name and ``"embedding"``."""
-        return dict(zip((*self.layers, EMBEDDING), self.layer_weights.tolist()))
+        return self._weights_by_name(self.layer_weights)
+
+    def _weights_by_name(self, vector: torch.Tensor) -> dict[str, float]:
+        return dict(zip(term_names(self.layers, self.magnitude), vector.tolist()))
 
     def _encode(self, images: torch.Tensor) -> EncoderOutput:
         return self.encoder(images.to(self.layer_weights.dtype), self.layers)
@@ -289,13 +349,15 @@ class MLCLIPSimScorer(nn.Module):
     def components(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures,
                    validate: bool = True, range_tolerance: float = 1e-3,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-layer similarities (N, L+1) in [0,1], columns ordered as ``(*self.layers, "embedding")``."""
+        """Per-layer similarities (N, L+1) in [0,1], columns ordered as ``(*self.layers, "embedding")``
+        (then ``"magnitude"`` when the magnitude term is on: (N, L+2))."""
         if validate:
             if isinstance(preds, torch.Tensor):
                 check_device(preds, self.device, "preds")
             check_images(preds, "preds", range_tolerance=range_tolerance)
         reference, token_weights = self._reference(preds, target, validate, mask)
-        return similarity_components(self._encode(preds), reference, self.layers, self.cosine_map, token_weights)
+        return similarity_components(self._encode(preds), reference, self.layers, self.cosine_map, token_weights,
+                                     self.magnitude)
 
     def forward(self, preds: torch.Tensor, target: torch.Tensor | ReferenceFeatures,
                 validate: bool = True, range_tolerance: float = 1e-3,
@@ -303,45 +365,39 @@ class MLCLIPSimScorer(nn.Module):
         """Similarity per image: preds (N,3,H,W) and target (same shape, or its ReferenceFeatures) -> (N,).
 
         ``mask``: the references' region masks (N,1,H,W) or (N,H,W) in [0,1], for ``region_weights="mask"``.
+        With ``scale="agreement"`` the result is the predicted machine agreement instead.
         """
         parts = self.components(preds, target, validate=validate, range_tolerance=range_tolerance, mask=mask)
-        return parts @ self.layer_weights.to(parts.dtype)
-
-
-def _drop_encoder_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix + "encoder.")]:
-        del state_dict[key]
-
-
-def _ignore_missing_encoder_keys(module: nn.Module, incompatible_keys: Any) -> None:
-    missing = incompatible_keys.missing_keys
-    for key in [k for k in missing if ".encoder." in f".{k}" or k.startswith("encoder.")]:
-        missing.remove(key)
+        score = parts @ self.layer_weights.to(parts.dtype)
+        return score if self.agreement is None else self.agreement(score)
 
 
 @lru_cache(maxsize=4)
-def _cached_scorer(backbone: str, pretrained: str | None, layers: tuple | None, weights: tuple | None,
+def _cached_scorer(backbone: str | None, pretrained: str | None, layers: tuple | None, weights: tuple | str | None,
                    resize: str, cosine_map: str, options: tuple, region_weights: str | None = None,
-                   region_alpha: float | None = None) -> MLCLIPSimScorer:
+                   region_alpha: float | None = None, magnitude: bool | None = None,
+                   scale: str = "raw") -> MLCLIPSimScorer:
     return MLCLIPSimScorer(backbone, pretrained=pretrained, layers=layers,
-                           weights=dict(weights) if weights is not None else None,
+                           weights=dict(weights) if isinstance(weights, tuple) else weights,
                            resize=resize, cosine_map=cosine_map, region_weights=region_weights,
-                           region_alpha=region_alpha, **dict(options))
+                           region_alpha=region_alpha, magnitude=magnitude, scale=scale, **dict(options))
 
 
 def ml_clipsim(
     preds: torch.Tensor,
     target: torch.Tensor | ReferenceFeatures,
-    backbone: str | FrozenEncoder = "ViT-B-32",
+    backbone: str | FrozenEncoder | None = None,
     pretrained: str | os.PathLike | None = None,
     layers: Sequence[str] | None = None,
-    weights: Mapping[str, float] | None = None,
+    weights: WeightsArg = None,
     resize: str = "resize",
     cosine_map: str = "clamp",
     reduction: Reduction = "mean",
     region_weights: str | None = None,
     region_alpha: float | None = None,
     mask: torch.Tensor | None = None,
+    magnitude: bool | None = None,
+    scale: str = "raw",
     **backbone_options: Any,
 ) -> torch.Tensor:
     """ML-CLIPSim between distorted ``preds`` and reference ``target``.
@@ -349,8 +405,9 @@ def ml_clipsim(
     Args:
         preds: distorted images (N,3,H,W), float in [0,1]; gradients flow to them.
         target: reference images of the same shape (no gradients), or their ``ReferenceFeatures``.
-        backbone, pretrained, layers, weights, resize, cosine_map, backbone_options: as for
-            :class:`MLCLIPSimScorer`. A named backbone is built once and cached (up to 4 configurations).
+        backbone, pretrained, layers, weights, resize, cosine_map, magnitude, scale, backbone_options: as for
+            :class:`MLCLIPSimScorer` (``weights`` a preset name or a mapping). A named backbone is built
+            once and cached (up to 4 configurations).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` for the (N,) per-image scores.
         region_weights, region_alpha: region weighting (default off), as for :class:`MLCLIPSimScorer`.
         mask: the references' region masks (N,1,H,W) or (N,H,W) in [0,1], for ``region_weights="mask"``.
@@ -358,18 +415,27 @@ def ml_clipsim(
     Returns:
         The reduced similarity; 1 for identical images, higher is better.
 
-    Example:
-        >>> score = ml_clipsim(distorted, reference, backbone="ViT-B-32", pretrained="openai")  # doctest: +SKIP
+    Example (MobileNetV2's ImageNet weights work offline; with a network ``backbone="ViT-B-32"``):
+        >>> import torch
+        >>> reference = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        >>> noise = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        >>> distorted = (reference + 0.1 * noise).clamp(0, 1)
+        >>> ml_clipsim(distorted, reference, backbone="torchvision/mobilenet_v2", reduction="none").shape
+        torch.Size([2])
+        >>> round(float(ml_clipsim(reference, reference, backbone="torchvision/mobilenet_v2")), 4)
+        1.0
     """
     if isinstance(backbone, FrozenEncoder):
         scorer = MLCLIPSimScorer(backbone, layers=layers, weights=weights, cosine_map=cosine_map,
-                                 region_weights=region_weights, region_alpha=region_alpha)
+                                 region_weights=region_weights, region_alpha=region_alpha, magnitude=magnitude,
+                                 scale=scale)
     else:
         scorer = _cached_scorer(
             backbone, None if pretrained is None else str(pretrained),
             None if layers is None else tuple(layers),
-            None if weights is None else tuple(sorted(weights.items())),
-            resize, cosine_map, tuple(sorted(backbone_options.items())), region_weights, region_alpha,
+            weights if weights is None or isinstance(weights, str) else tuple(sorted(weights.items())),
+            resize, cosine_map, tuple(sorted(backbone_options.items())), region_weights, region_alpha, magnitude,
+            scale,
         )
     if isinstance(preds, torch.Tensor) and scorer.device != preds.device:
         scorer.to(preds.device)

@@ -11,8 +11,9 @@ Trained weights are found like every encoder's (:mod:`mlclipsim.core.weights`), 
 4. no download exists.
 
 ``<name>`` is ``mobilenet_v2_<task>_<target>`` (the offline hybrid on MobileNetV2). The package ships
-the consistency heads of the three tasks (the offline data engine labels consistency only; accuracy
-and composite heads need ground-truth annotations that it does not have). When none is found, one
+two heads, detection and classification consistency (the offline data engine labels consistency
+only; accuracy and composite heads need ground-truth annotations that it does not have; a
+segmentation head is trained with ``mlclipsim train-ramiqa`` but does not ship). When none is found, one
 :class:`~mlclipsim.backbones.MissingWeightsError` names every way to provide it.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from mlclipsim.backbones import WeightSpec, load_weights
+from mlclipsim.metrics.frozen import freeze
 from mlclipsim.metrics.functional.ml_clipsim import Reduction, reduce
 from mlclipsim.metrics.input_checks import check_device, check_images
 from mlclipsim.models.ra_miqa import RAMIQAModel, head_name
@@ -81,15 +83,18 @@ def load_ra_miqa(task: str = "detection", target: str = "consistency", weights: 
 
 @lru_cache(maxsize=4)
 def _cached_model(task: str, target: str, weights: str | None) -> RAMIQAModel:
-    return load_ra_miqa(task, target, weights)
+    """The shipped (or given) model, built once and frozen: no grad graph unless the images need one."""
+    return freeze(load_ra_miqa(task, target, weights))
 
 
 def score_images(model: RAMIQAModel, images: torch.Tensor, head: str, range_tolerance: float = 1e-3) -> torch.Tensor:
-    """Validated (N,3,H,W) images -> (N,) predicted quality of one head."""
+    """Validated (N,3,H,W) images of any float dtype -> (N,) predicted quality of one head, in the model's dtype
+    (the images are cast to it, as ML-CLIPSim casts them to its encoder's)."""
     check_images(images, range_tolerance=range_tolerance)
     parameter = next(model.net.parameters(), None)
     if parameter is not None:
         check_device(images, parameter.device)
+        images = images.to(parameter.dtype)
     index = model.head_index(head)
     return model(images)[:, index]
 
