@@ -218,13 +218,13 @@ register_command("build-pairs", "PSNR-matched and ROI-vs-background preference p
 
 
 def _codec_setup(parser: argparse.ArgumentParser) -> None:
-    from mlclipsim.coding.cli import setup
+    from mlclipsim.commands.codec import setup
 
     setup(parser)
 
 
 def _run_codec(args: argparse.Namespace) -> int:
-    from mlclipsim.coding.cli import run
+    from mlclipsim.commands.codec import run
 
     return run(args)
 
@@ -237,25 +237,25 @@ register_command("codec", "learned codec on files: `codec compress IMAGE OUT.bin
 
 
 def _compress_setup(parser: argparse.ArgumentParser) -> None:
-    from mlclipsim.rate_task.cli import compress_setup
+    from mlclipsim.commands.rate import compress_setup
 
     compress_setup(parser)
 
 
 def _run_compress(args: argparse.Namespace) -> int:
-    from mlclipsim.rate_task.cli import compress_run
+    from mlclipsim.commands.rate import compress_run
 
     return compress_run(args)
 
 
 def _rate_task_setup(parser: argparse.ArgumentParser) -> None:
-    from mlclipsim.rate_task.cli import rate_task_setup
+    from mlclipsim.commands.rate import rate_task_setup
 
     rate_task_setup(parser)
 
 
 def _run_rate_task(args: argparse.Namespace) -> int:
-    from mlclipsim.rate_task.cli import rate_task_run
+    from mlclipsim.commands.rate import rate_task_run
 
     return rate_task_run(args)
 

@@ -33,7 +33,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "data": _ENGINE,
     "training": _ENGINE | {"coding", "data"},
     "rate_task": _ENGINE | {"coding", "data"},
-    "cli": _ENGINE | {"coding", "data", "training", "rate_task"},
+    "cli": _ENGINE | {"coding", "data", "training", "rate_task", "commands"},
+    "commands": _ENGINE | {"coding", "data", "training", "rate_task"},
     "mlclipsim": {"metrics"},  # mlclipsim/__init__.py: the public names
 }
 

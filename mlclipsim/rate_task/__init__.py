@@ -2,7 +2,7 @@
 
 :mod:`~mlclipsim.rate_task.study` holds the configuration, the per-photo worker and the runner on
 ``Trainer.predict``; :mod:`~mlclipsim.rate_task.curves` the mean curves, BD-rates, tables and plots;
-:mod:`~mlclipsim.rate_task.cli` the ``mlclipsim compress`` and ``mlclipsim rate-task`` commands.
+:mod:`~mlclipsim.commands.rate` the ``mlclipsim compress`` and ``mlclipsim rate-task`` commands.
 """
 
 from mlclipsim.rate_task.curves import bd_rates, mean_curves, per_photo_bd_rates, plot_curves
