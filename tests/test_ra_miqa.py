@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-from conftest import random_images, run_two_gloo_workers
+from conftest import random_images
 
 from mlclipsim.backbones import MissingWeightsError
 from mlclipsim.models.ra_miqa import RAMIQAModel, parse_heads
@@ -330,37 +328,6 @@ def test_train_ramiqa_command_runs_the_packaged_config(tmp_path, capsys):
     assert model.meta["targets"] == ["mmos/segmentation"] and model.meta["photos"]["train"] == 6
     assert main(["train-ramiqa", "--config", "ra_miqa.yaml", "trainer.max_epochs"]) == 2  # one error line
     assert "KEY=VALUE" in capsys.readouterr().err
-
-
-# ----------------------------------------------------------------------------------------------- DDP
-
-
-
-def _worker(rank: int, world_size: int, port: int, path: str, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        torch.set_num_threads(1)
-        from mlclipsim import RAMIQA
-
-        metric = RAMIQA(task="classification", weights=path)
-        images = random_images(5, seed=11)
-        metric.update(images[:3] if rank == 0 else images[3:])  # uneven shares
-        queue.put((rank, metric.compute().item()))
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_two_process_gloo_sync_equals_single_process(saved_model):
-    from mlclipsim import RAMIQA
-
-    metric = RAMIQA(task="classification", weights=saved_model)
-    metric.update(random_images(5, seed=11))
-    expected = metric.compute().item()
-    results = run_two_gloo_workers(_worker, str(saved_model))
-    assert results[0] == pytest.approx(expected, abs=1e-6)
-    assert results[1] == pytest.approx(expected, abs=1e-6)
 
 
 def test_unshipped_head_fails_with_a_clear_error():
