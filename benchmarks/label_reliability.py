@@ -390,6 +390,8 @@ def main() -> None:
     build_wall = sum(r["wall_s"] for r in runs)
     build_cpu = sum(r["cpu_s"] for r in runs)
     n_rows = len(rows)
+    timed_photos = sum(r["photos_processed"] for r in runs)
+    timed_images = n_rows * timed_photos / max(len(info["photos"]), 1)   # images per photo taken as equal
 
     lines = ["# Label reliability: today's labels vs continuous agreement with more voters (pilot)", "",
              "Command (one torch thread, one process, `nice`, in the background):", "", "```bash",
@@ -399,14 +401,19 @@ def main() -> None:
              f"Machine: {info['machine']}, 2 cores shared with other jobs. Build: {n_rows} labelled images of "
              f"{len(refs)} references from {len(info['photos'])} training photos (never a test photo of "
              "`heldout_photos.txt`), " + (
-                 f"{build_wall:.0f} s wall, {build_cpu:.0f} s CPU ({build_cpu / max(n_rows, 1):.2f} CPU s per image, "
-                 "all 8 models, distortion, PNG, both scores)." if runs else
+                 f"{build_wall:.0f} s wall, {build_cpu:.0f} s CPU for the {timed_photos} photos built in the timed "
+                 f"run(s) ({build_cpu / max(timed_images, 1):.2f} CPU s per image, all 8 models, distortion, PNG, both "
+                 "scores)" + ("" if timed_photos == len(info["photos"]) else
+                              f"; the other {len(info['photos']) - timed_photos} were built by an earlier, interrupted "
+                              "start whose time is not counted") + "." if runs else
                  f"**the build is still running**: this report covers the {len(refs)} references finished so far "
                  "(rerun the command to finish it; it resumes)."), "",
              "Photos: " + ", ".join(f"`{p}`" for p in info["photos"]) + ".", "",
-             f"References: each photo at 512 px plus crops at scales {CROP_SCALES} "
-             f"(`--crops-per-image {info.get('crops', 1)} --crop-scales 2 3`); {len(people)} of {len(refs)} "
-             "with a person "
+             "References: each photo at 512 px" + (
+                 f" plus crops at scales {CROP_SCALES} (`--crops-per-image {info['crops']} --crop-scales 2 3`)"
+                 if info.get("crops", 1) > 1 else " (no crops: they would triple the CPU time of the pilot on "
+                 "this shared machine; `tests/test_dataset_options.py` checks them)") +
+             f"; {len(people)} of {len(refs)} with a person "
              "(CenterNet or NanoDet, score >= 0.5). Distortions: " + ", ".join(types) +
              "; five uniform severities; two independent draws of every stochastic type (`--draws 2`); no region "
              "modes in the pilot.", "",

@@ -128,7 +128,7 @@ def _build_dataset_setup(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crops-per-image", type=int, default=1)
     parser.add_argument("--crop-scales", type=float, nargs="+", default=[2.0],
                         help="crop i is cut from the photo at long side scale*size, scale = the (i-1)-th of these, "
-                             "cycled (e.g. 1.5 3.0 with --crops-per-image 3)")
+                             "cycled (e.g. 2 3 with --crops-per-image 3)")
     parser.add_argument("--draws", type=int, default=1,
                         help="independent draws of each stochastic distortion at each uniform severity")
     parser.add_argument("--person-models", nargs="+", default=[],
