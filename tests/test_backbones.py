@@ -144,3 +144,28 @@ def test_explicit_open_clip_checkpoint_path(tmp_path):
     model.eval()
     with torch.no_grad():
         assert torch.allclose(encoder(images).embedding, model.encode_image(encoder.preprocess(images)[0]), atol=1e-5)
+
+
+def test_channels_last_cnn_agrees_with_the_default_layout_and_the_codec_term_uses_it():
+    from mlclipsim import MLCLIPSimLoss
+    from mlclipsim.training.distortion_terms import build_term
+
+    torch.manual_seed(0)
+    reference = torch.rand(2, 3, 64, 64)
+    distorted = (reference + 0.1 * torch.randn_like(reference)).clamp(0, 1)
+    values, grads = [], []
+    for channels_last in (False, True):
+        loss = MLCLIPSimLoss("torchvision/mobilenet_v2", resize="native", channels_last=channels_last)
+        assert loss.scorer.encoder.channels_last is channels_last
+        x = distorted.clone().requires_grad_()
+        value = loss(x, loss.reference_features(reference))
+        value.backward()
+        values.append(float(value))
+        grads.append(x.grad)
+    assert values[0] == pytest.approx(values[1], abs=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-3)
+    term = build_term({"name": "ml-clipsim", "backbone": "torchvision/mobilenet_v2", "resize": "native"})
+    assert term.loss.scorer.encoder.channels_last
+    kept = build_term({"name": "ml-clipsim", "backbone": "torchvision/mobilenet_v2", "resize": "native",
+                       "backbone_options": {"channels_last": False}})
+    assert not kept.loss.scorer.encoder.channels_last

@@ -63,6 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlclipsim.backbones.cnn_encoders import CNN_SPECS
 from mlclipsim.core.registry import ENTRY_POINT_GROUPS, Registry, first_doc_line
 from mlclipsim.metrics import MLCLIPSimLoss, RAMIQALoss
 from mlclipsim.training.msssim import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_levels
@@ -230,6 +231,8 @@ class MLCLIPSimTerm(DistortionTerm):
             scratch needs.
         scale: the factor that puts the term on the MSE scale; None takes it from
             :data:`CALIBRATED_SCALES` for (backbone, cosine_map, resize), else fails saying how to measure it.
+        backbone_options: passed to the encoder; a registered CNN runs channels-last unless
+            ``{"channels_last": false}`` is given (faster on CPU, equal to float rounding).
     """
 
     def __init__(self, name: str = "ml-clipsim", weight: float = 1.0, backbone: Any = "torchvision/mobilenet_v2",
@@ -239,9 +242,11 @@ class MLCLIPSimTerm(DistortionTerm):
                  backbone_options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, weight)
         self.scale = resolve_ml_clipsim_scale(backbone, cosine_map, scale, resize)  # before the (slower) encoder
+        options = dict(backbone_options or {})
+        if isinstance(backbone, str) and backbone in CNN_SPECS:
+            options.setdefault("channels_last", True)
         self.loss = MLCLIPSimLoss(backbone, pretrained=pretrained, layers=layers, weights=weights, resize=resize,
-                                  cosine_map=cosine_map, allow_download=allow_download,
-                                  **dict(backbone_options or {}))
+                                  cosine_map=cosine_map, allow_download=allow_download, **options)
 
     def prepare(self, target: torch.Tensor) -> Any:
         return self.loss.reference_features(target)
