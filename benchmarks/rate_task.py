@@ -242,7 +242,7 @@ def write_report(args: argparse.Namespace, command: list[str], summary: dict, wa
                 if imported is not None else []),
               "- Summed over all rows (seconds of work, whichever run did it): "
               + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()) + ".", ""]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines).replace(f"{REPO}/", "") + "\n"  # paths relative to the repository root: same on every clone
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text)
     return text
