@@ -48,7 +48,17 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "bmshj2018-hyperprior_mix_small": ("base/small.yaml", "architecture/bmshj2018-hyperprior.yaml", "term/mix.yaml",
                                        "term/small/mix.yaml"),
     "bmshj2018-hyperprior_mix_full": ("base/full.yaml", "architecture/bmshj2018-hyperprior.yaml", "term/mix.yaml"),
+    # equal-step fine-tunes of the variable-rate base (issue 16); born composed, so no flat file
+    "mbt2018-mean-vr_mse_finetune_small": ("base/finetune.yaml", "architecture/mbt2018-mean-vr.yaml", "term/mse.yaml"),
+    "mbt2018-mean-vr_ms-ssim_finetune_small": ("base/finetune.yaml", "architecture/mbt2018-mean-vr.yaml",
+                                               "term/ms-ssim.yaml", "term/finetune/ms-ssim.yaml"),
+    "mbt2018-mean-vr_mix_finetune_small": ("base/finetune.yaml", "architecture/mbt2018-mean-vr.yaml", "term/mix.yaml",
+                                           "term/finetune/mix.yaml"),
+    "mbt2018-mean-vr_ml-clipsim-dominant_finetune_small": ("base/finetune.yaml", "architecture/mbt2018-mean-vr.yaml",
+                                                           "term/finetune/ml-clipsim-dominant.yaml"),
 }
+FINETUNE_RECIPES = tuple(name for name in RECIPES if "_finetune_" in name)
+"""Recipes that were never flat files (tests/test_recipes.py has no flat file to compare them with)."""
 
 
 def config_paths(name: str) -> list[Path]:

@@ -14,7 +14,8 @@ from PIL import Image
 from mlclipsim.training.train_codec import parse
 
 CODECS = REPO / "codecs"
-RECIPES: dict[str, tuple[str, ...]] = runpy.run_path(str(CODECS / "recipes.py"))["RECIPES"]
+_TABLE = runpy.run_path(str(CODECS / "recipes.py"))
+RECIPES: dict[str, tuple[str, ...]] = _TABLE["RECIPES"]
 FLAT = REPO / "tests" / "data" / "flat_codec_recipes"  # the flat recipe files as they were before composition
 
 
@@ -22,7 +23,7 @@ def _config_args(files) -> list[str]:
     return [item for part in files for item in ("--config", str(CODECS / part))]
 
 
-@pytest.mark.parametrize("name", sorted(RECIPES))
+@pytest.mark.parametrize("name", sorted(set(RECIPES) - set(_TABLE["FINETUNE_RECIPES"])))  # those were never flat
 def test_composed_recipe_parses_to_the_flat_recipe(name):
     flat = parse(["--config", str(FLAT / f"{name}.yaml")])
     composed = parse([*_config_args(RECIPES[name]), "--trainer.logger.init_args.name", name])

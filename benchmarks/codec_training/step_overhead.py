@@ -90,20 +90,7 @@ def run_library(args: argparse.Namespace, term: str) -> list[float]:
     from lightning.pytorch.loggers import CSVLogger
 
     from mlclipsim.training.codec_module import CompressionModule
-
-    class StepTimer(L.Callback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-            self.last: float | None = None
-
-        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-            if self.last is None:
-                self.last = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-            now = time.perf_counter()
-            self.times.append(now - self.last)
-            self.last = now
+    from mlclipsim.training.step_time import StepTimer
 
     L.seed_everything(0, verbose=False)
     data = _dataset(args)

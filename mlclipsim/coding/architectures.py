@@ -7,6 +7,10 @@ zoo's ``cfgs``. A model is built from exactly one of
 - ``quality`` (1..8, or 1..6 for the cheng2020 models): the zoo's channel counts for that quality;
 - ``channels``: ``[N, M]`` (``[N]`` for cheng2020-*), e.g. a small ``[64, 96]`` for CPU training.
 
+``mbt2018-mean-vr`` (:mod:`~mlclipsim.coding.variable_rate`) is this package's variable-rate
+mbt2018-mean (gain units): one network for a ladder of lambdas (``lmbdas``), built from ``channels``
+only (it has no zoo qualities or pretrained weights); its ladder is part of its weights.
+
 Weights come from random initialisation, a local file (a Lightning checkpoint of
 :class:`~mlclipsim.training.codec_module.CompressionModule` or a plain CompressAI state dict,
 see :func:`load_codec`), or CompressAI's pretrained zoo weights (``pretrained=True``, downloaded from
@@ -26,12 +30,17 @@ import torch
 from compressai.models import CompressionModel
 from compressai.zoo import image as zoo_image
 
+from mlclipsim.coding import variable_rate
 from mlclipsim.core.weights import MissingWeightsError, downloads_allowed
 
 ARCHITECTURE_NAMES = ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018",
                       "cheng2020-anchor", "cheng2020-attn")
-ARCHITECTURES: dict[str, type[CompressionModel]] = {name: zoo_image.model_architectures[name]
-                                                      for name in ARCHITECTURE_NAMES}
+VARIABLE_RATE_ARCHITECTURES: dict[str, type[CompressionModel]] = {
+    "mbt2018-mean-vr": variable_rate.GainMeanScaleHyperprior}
+"""Variable-rate architectures: built with ``lmbdas`` (their ladder); their rate level is a coding argument."""
+ARCHITECTURES: dict[str, type[CompressionModel]] = {**{name: zoo_image.model_architectures[name]
+                                                       for name in ARCHITECTURE_NAMES},
+                                                    **VARIABLE_RATE_ARCHITECTURES}
 PRETRAINED_METRICS = ("mse", "ms-ssim")
 LIGHTNING_PREFIX = "model."
 METADATA_KEY = "mlclipsim"
@@ -54,8 +63,9 @@ def channel_names(architecture: str) -> tuple[str, ...]:
 
 
 def qualities(architecture: str) -> list[int]:
+    """The zoo qualities of an architecture (none for this package's own, e.g. mbt2018-mean-vr)."""
     check_architecture(architecture)
-    return sorted(zoo_image.cfgs[architecture])
+    return sorted(zoo_image.cfgs.get(architecture, {}))
 
 
 def resolve_channels(architecture: str, quality: int | None = None,
@@ -66,6 +76,9 @@ def resolve_channels(architecture: str, quality: int | None = None,
         raise ValueError(f"Give {architecture} either a quality ({qualities(architecture)}) or channels "
                          f"[{', '.join(names)}], not {'both' if quality is not None else 'neither'}.")
     if quality is not None:
+        if architecture not in zoo_image.cfgs:
+            raise ValueError(f"{architecture} is not a CompressAI zoo model and has no qualities; give channels "
+                             f"[{', '.join(names)}].")
         if isinstance(quality, bool) or quality not in zoo_image.cfgs[architecture]:
             raise ValueError(f"{architecture} has no quality {quality!r}; choose one of {qualities(architecture)}.")
         return tuple(zoo_image.cfgs[architecture][quality])
@@ -78,10 +91,24 @@ def resolve_channels(architecture: str, quality: int | None = None,
 
 
 def build_codec(architecture: str, quality: int | None = None, channels: Sequence[int] | None = None,
-                pretrained: bool = False, pretrained_metric: str = "mse") -> CompressionModel:
-    """A zoo model, randomly initialised or with CompressAI's pretrained weights (``pretrained=True``, by quality)."""
+                pretrained: bool = False, pretrained_metric: str = "mse",
+                lmbdas: Sequence[float] | None = None) -> CompressionModel:
+    """A zoo model, randomly initialised or with CompressAI's pretrained weights (``pretrained=True``, by quality).
+
+    A variable-rate architecture (:data:`VARIABLE_RATE_ARCHITECTURES`) needs ``lmbdas``, its ladder (lowest
+    rate first); the others take none."""
     cls = check_architecture(architecture)
     resolved = resolve_channels(architecture, quality, channels)
+    if architecture in VARIABLE_RATE_ARCHITECTURES:
+        if lmbdas is None:
+            raise ValueError(f"{architecture} is a variable-rate model: give its lambda ladder (lmbdas, lowest rate "
+                             "first, e.g. [0.0035, 0.0067, 0.013, 0.025, 0.0483]).")
+        if pretrained:
+            raise ValueError(f"{architecture} has no pretrained zoo weights; start from a checkpoint (init=PATH).")
+        return cls(*resolved, lmbdas=lmbdas)
+    if lmbdas is not None:
+        raise ValueError(f"{architecture} codes at one lambda; lmbdas (a ladder) is for variable-rate models "
+                         f"({list(VARIABLE_RATE_ARCHITECTURES)}).")
     if not pretrained:
         return cls(*resolved)
     if quality is None:
@@ -155,7 +182,10 @@ def is_lightning_checkpoint(data: Mapping[str, Any]) -> bool:
 
 
 def codec_state_dict(data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The CompressAI model's state dict inside a Lightning checkpoint, or ``data`` itself if it is one."""
+    """The CompressAI model's state dict inside a Lightning checkpoint or a codec-pilot training checkpoint
+    (:func:`~mlclipsim.coding.variable_rate.pilot_state_dict`), or ``data`` itself if it is one."""
+    if variable_rate.is_pilot_checkpoint(data):
+        return variable_rate.pilot_state_dict(data)
     if is_lightning_checkpoint(data):
         state = data["state_dict"]
         return {k[len(LIGHTNING_PREFIX):]: v for k, v in state.items() if k.startswith(LIGHTNING_PREFIX)}
@@ -183,7 +213,8 @@ def load_codec(path: str | os.PathLike, architecture: str | None = None, quality
     """A ready-to-code model (eval mode, entropy-coder tables built) and its architecture name.
 
     ``path`` is a Lightning checkpoint of :class:`CompressionModule` (the architecture and channels are
-    in its hyper-parameters), a state dict exported by :func:`~mlclipsim.coding.export.export_state_dict`
+    in its hyper-parameters), a training checkpoint of the codec pilot (``benchmarks/codec_pilot``; its
+    config names the architecture), a state dict exported by :func:`~mlclipsim.coding.export.export_state_dict`
     (architecture, channels and fingerprint in its metadata; a fingerprint that does not match the
     weights means the file was changed and is an error), or another plain CompressAI state dict (e.g.
     CompressAI's zoo), for which ``architecture`` (or ``default_architecture``, a guess such as the
@@ -202,6 +233,11 @@ def load_codec(path: str | os.PathLike, architecture: str | None = None, quality
         if architecture is not None and saved is not None and architecture != saved:
             raise ValueError(f"{str(path)!r} holds a {saved} model, not {architecture}.")
         architecture = architecture or saved
+    if variable_rate.is_pilot_checkpoint(data):
+        saved = variable_rate.pilot_architecture(data)
+        if architecture is not None and architecture != saved:
+            raise ValueError(f"{str(path)!r} holds a {saved} model (its pilot config says so), not {architecture}.")
+        architecture = saved
     architecture = architecture or default_architecture
     if architecture is None:
         raise ValueError(f"{str(path)!r} is a plain state dict without an mlclipsim export record: name its "
@@ -216,15 +252,20 @@ def load_codec(path: str | os.PathLike, architecture: str | None = None, quality
             raise ValueError(f"{str(path)!r} holds {architecture} with channels {list(found)}, but "
                              f"{'quality ' + str(quality) if quality is not None else 'channels'} means "
                              f"{list(expected)}.")
-    model = cls(*found)
+    if architecture in VARIABLE_RATE_ARCHITECTURES:
+        if "lmbdas" not in state:
+            raise ValueError(f"{str(path)!r} is not a {architecture} model: it has no lambda ladder ('lmbdas').")
+        model = cls(*found, lmbdas=state["lmbdas"].tolist())
+    else:
+        model = cls(*found)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"{str(path)!r} does not load into {architecture}{list(found)}: {err}") from None
     model.eval()
     # Tables saved with an exported state dict are used as they are (so that every decoder uses the
-    # encoder's tables); a Lightning checkpoint's may be stale, so they are rebuilt from the weights.
-    model.update(force=is_lightning_checkpoint(data))
+    # encoder's tables); a training checkpoint's may be stale, so they are rebuilt from the weights.
+    model.update(force=is_lightning_checkpoint(data) or variable_rate.is_pilot_checkpoint(data))
     if metadata is not None and metadata.get("fingerprint") is not None:
         found_fingerprint = model_fingerprint(model)
         if found_fingerprint != metadata["fingerprint"]:

@@ -1,12 +1,13 @@
 """The ``.bin`` file format of ``mlclipsim codec compress``: a small header, then the model's byte strings.
 
-Format version 2, all integers big-endian:
+Format versions 2 (one-rate models) and 3 (variable-rate models, :mod:`~mlclipsim.coding.variable_rate`),
+all integers big-endian:
 
 =========  =================  ==========================================================
 offset     field              meaning
 =========  =================  ==========================================================
 0          4 bytes            magic ``b"MLCC"``
-4          uint8              format version (2)
+4          uint8              format version (2, or 3 when the stream has a rate level)
 5          uint8              length A of the architecture name, 1..64
 6          A bytes            architecture name, printable ASCII (a CompressAI zoo name)
 6+A        8 bytes            fingerprint of the model that wrote the stream (the first 8 bytes
@@ -17,13 +18,17 @@ offset     field              meaning
                               their product at most :data:`MAX_PIXELS`
 22+A       uint8              number C of channel counts (1..4), then C x uint16 (N[, M]), each
                               1..:data:`MAX_CHANNELS`: checked against the decoder's model
+           uint8, uint8       version 3 only: number L of rate levels of the model (1..
+                              :data:`MAX_LEVELS`) and the level the image was coded at (0..L-1,
+                              lowest rate first; the model's ladder gives its lambda)
            uint8              number S of strings (1..8; 1 for bmshj2018-factorized, 2 for the others)
            S x uint32         byte length of each string, each >= 1
            uint32             CRC-32 of everything before it and of the strings
            sum of lengths     the strings, in the order of the model's ``compress()``
 =========  =================  ==========================================================
 
-The header costs ``6 + A + 8 + 8 + 1 + 2C + 1 + 4S + 4`` bytes (60 for ``bmshj2018-hyperprior``).
+The header costs ``6 + A + 8 + 8 + 1 + 2C + 1 + 4S + 4`` bytes (60 for ``bmshj2018-hyperprior``), 2 more
+in version 3 (57 for ``mbt2018-mean-vr``).
 
 **Bounds.** :func:`read_bitstream` checks every field before anything is allocated from it: the
 magic, the version, every count and length against its range and against the bytes that are
@@ -44,8 +49,12 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from mlclipsim.coding.variable_rate import MAX_LEVELS
+
 MAGIC = b"MLCC"
 FORMAT_VERSION = 2
+LEVEL_FORMAT_VERSION = 3
+"""The version of streams with a rate level (variable-rate models); version 2 streams have none."""
 FINGERPRINT_BYTES = 8
 MAX_NAME = 64
 MAX_SIDE = 2**15
@@ -65,7 +74,8 @@ class BitstreamError(ValueError):
 
 @dataclass
 class Bitstream:
-    """What a ``.bin`` file holds (``fingerprint``: :data:`FINGERPRINT_BYTES` bytes naming the model)."""
+    """What a ``.bin`` file holds (``fingerprint``: :data:`FINGERPRINT_BYTES` bytes naming the model;
+    ``level`` and ``levels``: the rate level and the model's number of levels, both None for a one-rate model)."""
 
     architecture: str
     height: int
@@ -73,6 +83,8 @@ class Bitstream:
     channels: tuple[int, ...]
     strings: list[bytes]
     fingerprint: bytes
+    level: int | None = None
+    levels: int | None = None
 
     @property
     def payload_bytes(self) -> int:
@@ -90,6 +102,14 @@ def _check_fields(stream: Bitstream, max_pixels: int, error: type[Exception]) ->
     name = stream.architecture
     if not (0 < len(name) <= MAX_NAME and name.isascii() and name.isprintable()):
         raise error(f"The architecture name must be 1..{MAX_NAME} printable ASCII characters, got {name!r}.")
+    if (stream.level is None) != (stream.levels is None):
+        raise error(f"A rate level and the number of levels go together, got level {stream.level!r} of "
+                    f"{stream.levels!r}.")
+    if stream.levels is not None and not (
+            isinstance(stream.levels, int) and isinstance(stream.level, int) and 1 <= stream.levels <= MAX_LEVELS
+            and 0 <= stream.level < stream.levels):
+        raise error(f"The rate level must be in 0..L-1 with L (the number of levels) in 1..{MAX_LEVELS}, got level "
+                    f"{stream.level!r} of {stream.levels!r}.")
     if len(stream.fingerprint) != FINGERPRINT_BYTES:
         raise error(f"The model fingerprint must be {FINGERPRINT_BYTES} bytes, got {len(stream.fingerprint)}.")
     height, width = stream.height, stream.width
@@ -117,9 +137,12 @@ def write_bitstream(stream: Bitstream, max_pixels: int = MAX_PIXELS) -> bytes:
     _check_fields(stream, max_pixels, ValueError)
     name = stream.architecture.encode("ascii")
     header = bytearray(MAGIC)
-    header += struct.pack(">BB", FORMAT_VERSION, len(name)) + name + bytes(stream.fingerprint)
+    version = FORMAT_VERSION if stream.level is None else LEVEL_FORMAT_VERSION
+    header += struct.pack(">BB", version, len(name)) + name + bytes(stream.fingerprint)
     header += struct.pack(">II", stream.height, stream.width)
     header += struct.pack(f">B{len(stream.channels)}H", len(stream.channels), *stream.channels)
+    if stream.level is not None:
+        header += struct.pack(">BB", stream.levels, stream.level)
     header += struct.pack(f">B{len(stream.strings)}I", len(stream.strings), *(len(s) for s in stream.strings))
     payload = b"".join(stream.strings)
     crc = zlib.crc32(payload, zlib.crc32(bytes(header)))
@@ -155,9 +178,10 @@ def read_bitstream(data: bytes, max_pixels: int = MAX_PIXELS) -> Bitstream:
                              "(files written by `mlclipsim codec compress`).")
     reader.offset = len(MAGIC)
     (version,) = reader.unpack(">B", "format version")
-    if version != FORMAT_VERSION:
-        raise BitstreamError(f"Bitstream format version {version} is not supported (this mlclipsim reads version "
-                             f"{FORMAT_VERSION}); decode it with the mlclipsim version that wrote it.")
+    if version not in (FORMAT_VERSION, LEVEL_FORMAT_VERSION):
+        raise BitstreamError(f"Bitstream format version {version} is not supported (this mlclipsim reads versions "
+                             f"{FORMAT_VERSION} and {LEVEL_FORMAT_VERSION}); decode it with the mlclipsim version that "
+                             "wrote it.")
     (name_length,) = reader.unpack(">B", "architecture name length")
     if not 1 <= name_length <= MAX_NAME:
         raise BitstreamError(f"Bitstream header is invalid: architecture name length {name_length} is outside "
@@ -173,6 +197,12 @@ def read_bitstream(data: bytes, max_pixels: int = MAX_PIXELS) -> Bitstream:
     if not 1 <= num_channels <= MAX_CHANNEL_COUNTS:
         raise BitstreamError(f"Bitstream header is invalid: {num_channels} channel counts (1..{MAX_CHANNEL_COUNTS}).")
     channels = reader.unpack(f">{num_channels}H", "channel counts")
+    level = levels = None
+    if version == LEVEL_FORMAT_VERSION:
+        levels, level = reader.unpack(">BB", "rate level")
+        if not (1 <= levels <= MAX_LEVELS and level < levels):
+            raise BitstreamError(f"Bitstream header is invalid: rate level {level} of {levels} levels (level 0..L-1, "
+                                 f"L in 1..{MAX_LEVELS}).")
     (num_strings,) = reader.unpack(">B", "string count")
     if not 1 <= num_strings <= MAX_STRINGS:
         raise BitstreamError(f"Bitstream header is invalid: {num_strings} strings (1..{MAX_STRINGS}).")
@@ -195,6 +225,6 @@ def read_bitstream(data: bytes, max_pixels: int = MAX_PIXELS) -> Bitstream:
     for length in lengths:
         strings.append(bytes(payload[start:start + length]))
         start += length
-    stream = Bitstream(architecture, height, width, tuple(channels), strings, fingerprint)
+    stream = Bitstream(architecture, height, width, tuple(channels), strings, fingerprint, level, levels)
     _check_fields(stream, max_pixels, BitstreamError)
     return stream

@@ -16,11 +16,23 @@ quality with bits, so this is the rate order. Else, for Lightning checkpoints (`
 and exported state dicts, their ``lmbda`` hyper-parameter, likewise. Otherwise the points are the
 file stems in the order given (a glob expands in sorted order): give the list lowest rate first.
 
+**Variable-rate checkpoints** (``mbt2018-mean-vr``, :mod:`~mlclipsim.coding.variable_rate`: an exported
+state dict, a Lightning checkpoint or a codec-pilot training checkpoint) give one operating point per
+rate level of the one network, labelled by the level's lambda (``"0.0035"``, ..., ordered by value)::
+
+    codec = create_codec("compressai", checkpoints=["mbt2018-mean-vr_base.pth"])
+    codec.points            # ("0.0035", "0.0067", "0.013", "0.025", "0.0483")
+
+Several variable-rate files may form one family if their lambdas differ; a family does not mix
+variable-rate and one-rate checkpoints.
+
 **Coding** is the real path of ``mlclipsim codec compress``: :func:`~mlclipsim.coding.entropy.encode`
 (padding to the model's downsampling factor inside), the ``.bin`` file of
 :mod:`~mlclipsim.coding.bitstream` (header with architecture, model fingerprint, image size and
 channel counts, string lengths, CRC), then that file is parsed back and decoded by ``decompress()``. The rate is 8 x
-the file's byte length, header included; the reconstruction comes from the parsed file.
+the file's byte length, header included; the reconstruction comes from the parsed file. A
+variable-rate point writes its rate level into the header (format version 3) and decodes at the
+level the file names.
 """
 
 from __future__ import annotations
@@ -47,14 +59,16 @@ from mlclipsim.coding.architectures import (
 )
 from mlclipsim.coding.bitstream import Bitstream, read_bitstream, write_bitstream
 from mlclipsim.coding.interface import Codec, CodedImages, Point, register_codec
+from mlclipsim.coding.variable_rate import is_variable_rate
 
 _TRAILING_NUMBER = re.compile(r"[_-]((?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
 
 
 @dataclass
 class FamilyMember:
-    """One operating point of a learned codec: its label, file, ready model, architecture and fingerprint
-    (16 hex digits, :func:`~mlclipsim.coding.architectures.model_fingerprint`)."""
+    """One operating point of a learned codec: its label, file, ready model, architecture, fingerprint
+    (16 hex digits, :func:`~mlclipsim.coding.architectures.model_fingerprint`) and, for a variable-rate
+    model, the rate level (the members of one variable-rate file share its model)."""
 
     label: str
     path: Path
@@ -62,6 +76,7 @@ class FamilyMember:
     architecture: str
     channels: tuple[int, ...]
     fingerprint: str = ""
+    level: int | None = None
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
@@ -158,11 +173,14 @@ class LearnedCodec(Codec):
                          device: str | torch.device = "cpu") -> LearnedCodec:
         """Load a family from files (a path, glob pattern or list; see the module docstring)."""
         paths = expand_checkpoints(checkpoints)
+        loaded = [load_codec(path, architecture=architecture, default_architecture=infer_architecture(path))
+                  for path in paths]
+        if any(is_variable_rate(model) for model, _ in loaded):
+            return cls(variable_rate_members(paths, loaded), name=name, device=device)
         labels, order = point_labels(paths)
         members = []
         for i in order:
-            model, arch = load_codec(paths[i], architecture=architecture,
-                                     default_architecture=infer_architecture(paths[i]))
+            model, arch = loaded[i]
             members.append(FamilyMember(labels[i], paths[i], model, arch, channels_of(arch, model.state_dict())))
         return cls(members, name=name, device=device)
 
@@ -196,17 +214,38 @@ class LearnedCodec(Codec):
         member = self.members[str(point)]
         x = images.to(self.device, torch.float32)
         with torch.no_grad():
-            coded = entropy.encode(member.model, x)
+            coded = entropy.encode(member.model, x, level=member.level)
+            levels = None if member.level is None else member.model.num_levels
             files, reconstructions = [], []
             for image in coded:
                 data = write_bitstream(Bitstream(member.architecture, image.height, image.width, member.channels,
-                                                 image.strings, bytes.fromhex(member.fingerprint)))
+                                                 image.strings, bytes.fromhex(member.fingerprint), image.level,
+                                                 levels))
                 stream = read_bitstream(data)  # decode what the file holds, as a receiver would
-                decoded = entropy.decode(member.model, entropy.CodedImage(stream.strings, stream.height, stream.width))
+                decoded = entropy.decode(member.model, entropy.CodedImage(stream.strings, stream.height, stream.width,
+                                                                          stream.level))
                 files.append(data)
                 reconstructions.append(decoded)
         out = torch.cat(reconstructions).to(images.device, torch.float32)
         return CodedImages(out, [8 * len(f) for f in files], files)
+
+
+def variable_rate_members(paths: Sequence[Path], loaded: Sequence[tuple[CompressionModel, str]]
+                          ) -> list[FamilyMember]:
+    """One member per rate level of each variable-rate model, labelled by its lambda, lowest first."""
+    members: list[FamilyMember] = []
+    for path, (model, arch) in zip(paths, loaded):
+        if not is_variable_rate(model):
+            raise ValueError(f"{str(path)!r} is a one-rate {arch} checkpoint, the others are variable-rate: a family "
+                             "does not mix them. Register them as two codecs.")
+        fingerprint, channels = model_fingerprint(model), channels_of(arch, model.state_dict())
+        members += [FamilyMember(f"{lmbda:g}", path, model, arch, channels, fingerprint, level)
+                    for level, lmbda in enumerate(model.lmbdas.tolist())]
+    labels = [m.label for m in members]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"The variable-rate checkpoints {[str(p) for p in paths]} share lambdas ({labels}): a "
+                         "family's operating points must differ. Register them as separate codecs.")
+    return sorted(members, key=lambda m: float(m.label))
 
 
 def register_learned_codec(name: str, checkpoints: str | os.PathLike | Sequence[str | os.PathLike],
@@ -224,4 +263,4 @@ def register_learned_codec(name: str, checkpoints: str | os.PathLike | Sequence[
 
 register_codec("compressai", lambda **options: LearnedCodec.from_checkpoints(**options),
                "a family of CompressAI checkpoints (checkpoints=[...], architecture=...), one operating point per "
-               "checkpoint")
+               "checkpoint, or per rate level of a variable-rate checkpoint")

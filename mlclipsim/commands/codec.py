@@ -1,6 +1,7 @@
 """``mlclipsim codec compress|decompress``: a learned codec on real files.
 
     mlclipsim codec compress IMAGE OUT.bin --checkpoint CKPT [--architecture NAME [--quality Q | --channels N [M]]]
+    mlclipsim codec compress IMAGE OUT.bin --checkpoint VR_CKPT --level K     # a variable-rate model
     mlclipsim codec decompress IN.bin IMAGE --checkpoint CKPT
 
 CKPT is a Lightning checkpoint of :class:`~mlclipsim.training.codec_module.CompressionModule`
@@ -8,6 +9,9 @@ CKPT is a Lightning checkpoint of :class:`~mlclipsim.training.codec_module.Compr
 mlclipsim.coding.export`` (its export record names them), or another plain CompressAI state dict
 (e.g. CompressAI's zoo), for which compress needs ``--architecture NAME``. The channel counts are
 read off the weights, and ``--quality`` or ``--channels``, if given, are checked against them.
+A variable-rate model (``mbt2018-mean-vr``) compresses at ``--level K`` (0..L-1, lowest rate first; the
+error for a missing level lists the ladder); the level is written into the header and decompress
+decodes at it.
 
 Every bitstream carries the fingerprint of the model that wrote it; decompress refuses a checkpoint
 with another fingerprint (naming both) instead of decoding garbage. It also reads the architecture
@@ -33,6 +37,9 @@ def setup(parser: argparse.ArgumentParser) -> None:
                                   description="Encode IMAGE with a learned codec into the bitstream file OUT.")
     compress.add_argument("image", help="input image (any format Pillow reads)")
     compress.add_argument("out", help="output bitstream file (.bin)")
+    compress.add_argument("--level", type=int, default=None, metavar="K",
+                          help="rate level of a variable-rate model (0 = lowest rate; its lambda ladder is in the "
+                               "checkpoint)")
     decompress = actions.add_parser("decompress", help="decode a .bin bitstream to an image",
                                     description="Decode the bitstream IN into the image file IMAGE (the format "
                                                 "follows the suffix: .png, .bmp, .tif, ...).")
@@ -90,17 +97,22 @@ def _compress(args: argparse.Namespace) -> dict:
     fingerprint = model_fingerprint(model)
     model.to(device)
     image = read_image(source)[None].to(device)
+    level = entropy.check_level(model, args.level)  # before any work: a missing level lists the ladder
     with torch.no_grad():
-        (coded,) = entropy.encode(model, image)
+        (coded,) = entropy.encode(model, image, level=level)
     channels = channels_of(architecture, model.state_dict())
+    levels = None if level is None else model.num_levels
     data = write_bitstream(Bitstream(architecture, coded.height, coded.width, channels, coded.strings,
-                                     bytes.fromhex(fingerprint)))
+                                     bytes.fromhex(fingerprint), level, levels))
     atomic_write(out, data)
     pixels = coded.height * coded.width
-    return {"image": str(source), "bitstream": str(out), "architecture": architecture, "channels": list(channels),
-            "fingerprint": fingerprint, "height": coded.height, "width": coded.width,
-            "payload_bytes": coded.num_bytes, "file_bytes": len(data), "bpp": 8.0 * coded.num_bytes / pixels,
-            "file_bpp": 8.0 * len(data) / pixels}
+    summary = {"image": str(source), "bitstream": str(out), "architecture": architecture, "channels": list(channels),
+               "fingerprint": fingerprint, "height": coded.height, "width": coded.width,
+               "payload_bytes": coded.num_bytes, "file_bytes": len(data), "bpp": 8.0 * coded.num_bytes / pixels,
+               "file_bpp": 8.0 * len(data) / pixels}
+    if level is not None:
+        summary.update(level=level, lmbda=float(f"{float(model.lmbdas[level]):g}"))
+    return summary
 
 
 def _decompress(args: argparse.Namespace) -> dict:
@@ -111,6 +123,7 @@ def _decompress(args: argparse.Namespace) -> dict:
     from mlclipsim.coding import entropy
     from mlclipsim.coding.architectures import channels_of, load_codec, model_fingerprint
     from mlclipsim.coding.bitstream import MAX_PIXELS, BitstreamError, read_bitstream
+    from mlclipsim.coding.variable_rate import is_variable_rate
     from mlclipsim.core.devices import check_device
     from mlclipsim.core.files import atomic_write, check_output
     from mlclipsim.core.images import tensor_to_array
@@ -136,17 +149,27 @@ def _decompress(args: argparse.Namespace) -> dict:
         raise BitstreamError(f"The bitstream was written by {stream.architecture} with channels "
                              f"{list(stream.channels)}, but the checkpoint has {list(channels)}: use the encoder's "
                              "checkpoint.")
+    levels = model.num_levels if is_variable_rate(model) else None
+    if stream.levels != levels:
+        written = "no rate level" if stream.levels is None else f"rate level {stream.level} of {stream.levels}"
+        held = "codes at one rate" if levels is None else f"has {levels} rate levels"
+        raise BitstreamError(f"The bitstream has {written}, but the checkpoint's {architecture} {held}: the file is "
+                             "corrupted or comes from another model.")
     expected_strings = 1 if architecture == "bmshj2018-factorized" else 2
     if len(stream.strings) != expected_strings:
         raise BitstreamError(f"A {architecture} bitstream holds {expected_strings} string(s), this one "
                              f"{len(stream.strings)}; the file is corrupted.")
     model.to(device)
     with torch.no_grad():
-        image = entropy.decode(model, entropy.CodedImage(stream.strings, stream.height, stream.width))
+        image = entropy.decode(model, entropy.CodedImage(stream.strings, stream.height, stream.width, stream.level))
     array = tensor_to_array(image[0])
     atomic_write(out, lambda temporary: Image.fromarray(array).save(temporary, format=Image.registered_extensions()[
         out.suffix.lower()]))
     pixels = stream.height * stream.width
-    return {"bitstream": str(path), "image": str(out), "architecture": architecture, "fingerprint": fingerprint,
-            "height": stream.height, "width": stream.width, "payload_bytes": stream.payload_bytes,
-            "file_bytes": len(data), "bpp": 8.0 * stream.payload_bytes / pixels, "file_bpp": 8.0 * len(data) / pixels}
+    summary = {"bitstream": str(path), "image": str(out), "architecture": architecture, "fingerprint": fingerprint,
+               "height": stream.height, "width": stream.width, "payload_bytes": stream.payload_bytes,
+               "file_bytes": len(data), "bpp": 8.0 * stream.payload_bytes / pixels,
+               "file_bpp": 8.0 * len(data) / pixels}
+    if stream.level is not None:
+        summary.update(level=stream.level, lmbda=float(f"{float(model.lmbdas[stream.level]):g}"))
+    return summary

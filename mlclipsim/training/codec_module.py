@@ -34,6 +34,17 @@ every validation epoch on each process (-1: all), real entropy coding: ``model.u
 to byte strings, ``decompress()`` (padding to the architecture's multiple), ``bpp_real`` from the byte
 lengths next to ``bpp_est`` (the likelihood estimate of the same images) and ``decode_max_abs_diff``,
 the largest absolute difference between the decoded image and the forward reconstruction.
+
+**Variable-rate models** (``architecture="mbt2018-mean-vr"``, :mod:`~mlclipsim.coding.variable_rate`):
+one network for a ladder ``lmbdas`` (lowest rate first). Every training step draws one rate level
+``l`` uniformly from the step's seeded RNG (the one that also draws the quantisation noise, so a
+resumed run draws the same levels) and trains the whole batch for ``bpp + lmbdas[l] * D`` (``lmbda``
+is not used). ``lmbdas`` is the ladder the loss uses and the model carries; left None, it is the
+``init`` checkpoint's (e.g. the codec pilot's base, ``benchmarks/codec_pilot``, which ``init`` reads
+directly, or its export). Giving it replaces the init's ladder (same number of levels), as a
+fine-tune for another distortion does (MS-SSIM's ladder). Validation runs every level: ``val/*``
+are the means over the levels (``val/loss`` is the mean of ``bpp + lmbdas[l] * D``), with
+``val/level<l>/psnr`` and ``val/level<l>/bpp_loss`` per level; real coding codes every level.
 """
 
 from __future__ import annotations
@@ -53,11 +64,13 @@ from torchmetrics import MaxMetric, MeanMetric
 
 from mlclipsim.coding import entropy
 from mlclipsim.coding.architectures import (
+    VARIABLE_RATE_ARCHITECTURES,
     build_codec,
     codec_state_dict,
     read_checkpoint,
     resolve_channels,
 )
+from mlclipsim.coding.variable_rate import check_lambdas, is_variable_rate
 from mlclipsim.metrics import MLCLIPSimScorer
 from mlclipsim.metrics.baselines import psnr
 from mlclipsim.training.codec_loss import MLRateDistortionLoss, bpp_from_likelihoods
@@ -81,11 +94,14 @@ class CompressionModule(L.LightningModule):
         quality: the zoo quality index (channel counts of CompressAI's models for that quality), or
         channels: explicit ``[N, M]`` (``[N]`` for cheng2020-*). Exactly one of the two.
         lmbda: the Lagrange multiplier; see the ladders in codecs/README.md.
+        lmbdas: the ladder of a variable-rate architecture (``mbt2018-mean-vr``), lowest rate first; None
+            takes the ``init`` checkpoint's. See the module docstring.
         terms: distortion term specs (default ``[{"name": "mse"}]``); see
             :mod:`mlclipsim.training.distortion_terms`.
         init: ``"random"`` (default), ``"pretrained"`` (CompressAI's zoo weights for ``quality`` and
             ``pretrained_metric``; needs a network, raises MissingWeightsError offline) or the path of a
-            checkpoint of this module or a plain CompressAI state dict to start from (fine-tuning).
+            checkpoint of this module, a plain CompressAI state dict or a codec-pilot training checkpoint
+            to start from (fine-tuning; its weights only).
         lr, aux_lr, clip_max_norm, lr_scheduler, plateau_factor, plateau_patience, milestones, gamma:
             optimisation, see the module docstring.
         val_ml_clipsim: options of the validation ML-CLIPSim (``backbone``, ``pretrained``, ...), or None.
@@ -100,6 +116,7 @@ class CompressionModule(L.LightningModule):
         quality: int | None = None,
         channels: list[int] | None = None,
         lmbda: float = 0.0130,
+        lmbdas: list[float] | None = None,
         terms: list[str | dict[str, Any]] | None = None,
         init: str = "random",
         pretrained_metric: str = "mse",
@@ -123,15 +140,23 @@ class CompressionModule(L.LightningModule):
         if clip_max_norm < 0:
             raise ValueError(f"clip_max_norm must be >= 0 (0 switches clipping off), got {clip_max_norm!r}")
         resolve_channels(architecture, quality, channels)  # validates architecture / quality / channels early
+        if lmbdas is not None:
+            if architecture not in VARIABLE_RATE_ARCHITECTURES:
+                raise ValueError(f"lmbdas (a ladder) is for variable-rate architectures "
+                                 f"({list(VARIABLE_RATE_ARCHITECTURES)}); {architecture} trains at lmbda.")
+            lmbdas = check_lambdas(lmbdas)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.model: CompressionModel = self._initial_model(architecture, quality, channels, init, pretrained_metric)
+        self.model: CompressionModel = self._initial_model(architecture, quality, channels, init, pretrained_metric,
+                                                           lmbdas)
         self.criterion = MLRateDistortionLoss(lmbda, terms if terms is not None else [{"name": "mse"}])
         self.val_scorer = self._build_val_scorer(val_ml_clipsim)
         names = ["loss", "bpp_loss", "distortion", *self.criterion.term_names, "psnr", "ms_ssim", "ms_ssim_scales",
                  "bpp_est", "bpp_real"]
         if self.val_scorer is not None:
             names.append("ml_clipsim_metric")
+        names += [f"level{level}/{name}" for level in self._levels() if level is not None
+                  for name in ("psnr", "bpp_loss")]
         self.val_means = nn.ModuleDict({_metric_key(n): MeanMetric() for n in names})
         self.val_max_diff = MaxMetric()
         self._val_names = {_metric_key(n): n for n in names}
@@ -141,20 +166,33 @@ class CompressionModule(L.LightningModule):
 
     @staticmethod
     def _initial_model(architecture: str, quality: int | None, channels: Sequence[int] | None, init: str,
-                       pretrained_metric: str) -> CompressionModel:
+                       pretrained_metric: str, lmbdas: Sequence[float] | None = None) -> CompressionModel:
+        variable = architecture in VARIABLE_RATE_ARCHITECTURES
         if init == "random":
-            return build_codec(architecture, quality, channels)
+            return build_codec(architecture, quality, channels, lmbdas=lmbdas)
         if init == "pretrained":
-            return build_codec(architecture, quality, channels, pretrained=True, pretrained_metric=pretrained_metric)
+            return build_codec(architecture, quality, channels, pretrained=True, pretrained_metric=pretrained_metric,
+                               lmbdas=lmbdas)
         if not isinstance(init, str | os.PathLike) or not os.path.isfile(init):
             raise ValueError(f"init must be {_INIT_CHOICES}; {init!r} is none of these (no such file).")
-        model = build_codec(architecture, quality, channels)
         state = codec_state_dict(read_checkpoint(init))
+        saved = None
+        if variable:
+            if "lmbdas" not in state:
+                raise ValueError(f"init checkpoint {init!r} is not a variable-rate model (it has no lambda ladder); "
+                                 f"{architecture} starts from one of its own checkpoints or from random weights.")
+            saved = [float(v) for v in state["lmbdas"].tolist()]
+            if lmbdas is not None and len(lmbdas) != len(saved):
+                raise ValueError(f"lmbdas has {len(lmbdas)} levels but the init checkpoint {init!r} has {len(saved)} "
+                                 f"({saved}); give as many lambdas as it has levels.")
+        model = build_codec(architecture, quality, channels, lmbdas=saved)
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
             raise ValueError(f"init checkpoint {init!r} does not fit {architecture} with channels "
                              f"{list(resolve_channels(architecture, quality, channels))}: {err}") from None
+        if variable and lmbdas is not None:  # the fine-tune's ladder (e.g. another distortion's) replaces the init's
+            model.lmbdas.copy_(torch.tensor(lmbdas, dtype=model.lmbdas.dtype))
         return model
 
     @staticmethod
@@ -165,8 +203,27 @@ class CompressionModule(L.LightningModule):
         backbone = options.pop("backbone", DEFAULT_VAL_ML_CLIPSIM["backbone"])
         return MLCLIPSimScorer(backbone, **options)
 
-    def forward(self, images: torch.Tensor) -> dict[str, Any]:
-        return self.model(images)
+    def forward(self, images: torch.Tensor, level: int | None = None) -> dict[str, Any]:
+        """The model's output for (N,3,H,W) images in [0,1] (at ``level`` for a variable-rate model)."""
+        entropy.check_level(self.model, level)
+        return self.model(images) if level is None else self.model(images, level)
+
+    def _levels(self) -> list[int | None]:
+        """The rate levels that validation runs: every level of a variable-rate model, else ``[None]``."""
+        return list(range(self.model.num_levels)) if is_variable_rate(self.model) else [None]
+
+    def _losses(self, output: Mapping[str, Any], target: torch.Tensor, level: int | None) -> dict[str, torch.Tensor]:
+        """The criterion's losses; at a rate level, ``loss = bpp + lmbdas[level] * D``."""
+        losses = self.criterion(output, target)
+        if level is not None:
+            losses["loss"] = losses["bpp_loss"] + self.model.lmbdas[level] * losses["distortion"]
+        return losses
+
+    def _draw_level(self) -> int | None:
+        """This step's rate level (uniform, from the step's seeded torch RNG), or None for a one-rate model."""
+        if not is_variable_rate(self.model):
+            return None
+        return int(torch.randint(self.model.num_levels, (1,)).item())
 
     # ------------------------------------------------------------------------------------ optimisation
 
@@ -196,9 +253,10 @@ class CompressionModule(L.LightningModule):
             raise ValueError(f"Training crops are {batch.shape[-2]}x{batch.shape[-1]} px; "
                              f"{self.hparams.architecture} needs multiples of {factor} (set the data's crop_size).")
         self._seed_step()
+        level = self._draw_level()
         main, aux = self.optimizers()
-        output = self.model(batch)
-        losses = self.criterion(output, batch)
+        output = self(batch, level)
+        losses = self._losses(output, batch, level)
         aux_loss = self.model.aux_loss()
         main.zero_grad()
         aux.optimizer.zero_grad()
@@ -214,6 +272,8 @@ class CompressionModule(L.LightningModule):
         self.log("train/bpp_loss", losses["bpp_loss"].detach(), prog_bar=True, batch_size=size)
         self.log("train/distortion", losses["distortion"].detach(), batch_size=size)
         self.log("train/aux_loss", aux_loss.detach(), batch_size=size)
+        if level is not None:
+            self.log("train/level", float(level), batch_size=size)
         for name in self.criterion.term_names:
             self.log(f"train/{name}", losses[name].detach(), batch_size=size)
         return losses["loss"].detach()
@@ -235,10 +295,25 @@ class CompressionModule(L.LightningModule):
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         size = batch.shape[0]
+        limit = self.hparams.val_coding_images
+        count = size if limit < 0 else max(0, min(size, limit - self._coded_this_epoch))
+        updated: set[str] = set()
+        for level in self._levels():
+            updated |= self._validate(batch, level, count)
+        self._coded_this_epoch += count
+        if count:
+            self.log("val/decode_max_abs_diff", self.val_max_diff, on_step=False, on_epoch=True, batch_size=size)
+        for key in sorted(updated):
+            self.log(f"val/{self._val_names[key]}", self.val_means[key], on_step=False, on_epoch=True,
+                     batch_size=size)
+
+    def _validate(self, batch: torch.Tensor, level: int | None, count: int) -> set[str]:
+        """Update the validation means at one rate level; returns the keys updated."""
+        size = batch.shape[0]
         padded, unpadding = entropy.pad(batch, self.model)  # a no-op for crops of the architecture's multiple
-        output = dict(self.model(padded))
+        output = dict(self(padded, level))
         output["x_hat"] = entropy.unpad(output["x_hat"], unpadding)
-        losses = self.criterion(output, batch)
+        losses = self._losses(output, batch, level)
         x_hat = output["x_hat"].clamp(0.0, 1.0)
         values: dict[str, torch.Tensor] = {k: v for k, v in losses.items() if _metric_key(k) in self.val_means}
         values["psnr"] = psnr(x_hat, batch).mean()
@@ -248,25 +323,23 @@ class CompressionModule(L.LightningModule):
             values["ms_ssim_scales"] = torch.tensor(float(levels))
         if self.val_scorer is not None:
             values["ml_clipsim_metric"] = self.val_scorer(x_hat, batch).mean()
+        if level is not None:
+            values[f"level{level}/psnr"] = values["psnr"]
+            values[f"level{level}/bpp_loss"] = losses["bpp_loss"]
         for name, value in values.items():
             self.val_means[_metric_key(name)].update(value.detach().float(), size)
-        updated = [_metric_key(name) for name in values]
-        if self._real_coding(batch, output):
-            updated += ["bpp_real", "bpp_est"]
-            self.log("val/decode_max_abs_diff", self.val_max_diff, on_step=False, on_epoch=True, batch_size=size)
-        for key in updated:
-            self.log(f"val/{self._val_names[key]}", self.val_means[key], on_step=False, on_epoch=True,
-                     batch_size=size)
+        updated = {_metric_key(name) for name in values}
+        if self._real_coding(batch, output, level, count):
+            updated |= {"bpp_real", "bpp_est"}
+        return updated
 
-    def _real_coding(self, batch: torch.Tensor, output: Mapping[str, Any]) -> bool:
-        """Entropy-code the batch's first images (up to the epoch's limit); True if any were coded."""
-        limit = self.hparams.val_coding_images
-        count = batch.shape[0] if limit < 0 else min(batch.shape[0], limit - self._coded_this_epoch)
+    def _real_coding(self, batch: torch.Tensor, output: Mapping[str, Any], level: int | None, count: int) -> bool:
+        """Entropy-code the batch's first ``count`` images (at ``level``); True if any were coded."""
         if count <= 0:
             return False
         images = batch[:count]
         height, width = images.shape[-2:]
-        coded = entropy.encode(self.model, images)
+        coded = entropy.encode(self.model, images, level=level)
         forward = output["x_hat"][:count].clamp(0.0, 1.0)
         for i, item in enumerate(coded):
             decoded = entropy.decode(self.model, item)
@@ -274,7 +347,6 @@ class CompressionModule(L.LightningModule):
             self.val_means["bpp_real"].update(torch.tensor(item.bpp))
         likelihoods = {k: v[:count] for k, v in output["likelihoods"].items()}  # of the padded images
         self.val_means["bpp_est"].update(bpp_from_likelihoods(likelihoods, count * height * width).detach(), count)
-        self._coded_this_epoch += count
         return True
 
     def on_validation_epoch_end(self) -> None:

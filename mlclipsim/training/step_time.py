@@ -35,7 +35,9 @@ import torch
 from mlclipsim.training.train_codec import build
 
 
-class _StepTimer(L.Callback):
+class StepTimer(L.Callback):
+    """Wall time of every training step, from the start of one batch to the end of the next (data loading included)."""
+
     def __init__(self) -> None:
         self.times: list[float] = []
         self._last = None
@@ -71,7 +73,7 @@ def time_recipe(recipe: str, steps: int, warmup: int, overrides: Sequence[tuple[
     ``memory``, when given, receives ``built_rss_mb`` (after building model and data), ``peak_rss_mb``
     and, on CUDA, ``cuda_peak_mb``.
     """
-    timer = _StepTimer()
+    timer = StepTimer()
     arguments = [item for path in recipe.split(",") for item in ("--config", path)]
     arguments += [item for key, value in overrides for item in (f"--{key}", value)]
     # The recipe's model and data; a trainer that runs warmup + steps without validation, logs or checkpoints.
