@@ -1,7 +1,7 @@
 """Pilot: how reliable are the machine labels, today's and the continuous ones with more voters?
 
     nice python benchmarks/label_reliability.py --images ../shared/data/images --out outputs/label_pilot \\
-        [--photos 12] [--report benchmarks/results/label_reliability.md] [--analyse-only]
+        [--photos 12] [--report benchmarks/results/label_reliability.md] [--analyse-only | --rescore]
 
 1. Picks ``--photos`` TRAINING photos (the by-photo split of `mlclipsim calibrate`: fractions
    0.6/0.1/0.3, seed 0; never a photo of benchmarks/results/heldout_photos.txt), half of them with a
@@ -16,6 +16,11 @@
    the new ones (continuous scores, all voters) on the same images: SRCC between disjoint voter
    sets, between two draws of the same type/severity/reference, Spearman-Brown reliability, whether
    labels fall with severity; and projects the wall time of the full build.
+5. ``--rescore``: no build, no model run. Recomputes every continuous label from the predictions cached
+   under ``<out>/predictions`` with the library's current scores (writes ``<out>/manifest_rescored.csv``;
+   the report's tables then use them), and scores every label design tried (``DET_DESIGNS``,
+   ``SEG_DESIGNS``, per-reference ranks, applicability rules) with the same voter-reliability protocol
+   on a fixed by-photo split: 8 photos to choose a design on, 4 to check it (``split_choice_check``).
 """
 
 from __future__ import annotations
@@ -140,8 +145,10 @@ def labels(rows: list[dict], people: set[str]) -> dict[str, dict[str, np.ndarray
     for task in TASKS:
         out["old"][task] = np.array([np.mean([r[f"consistency/{m}"] for m in OLD[task]]) for r in rows])
         out["new"][task] = np.array([np.mean([r[f"soft/{m}"] for m in voters(task, r, people)]) for r in rows])
-    for kind in out:
-        out[kind]["all"] = np.mean([out[kind][t] for t in TASKS], axis=0)
+    for kind in out:     # mean over the tasks whose label is defined (detection is NaN where it does not apply)
+        stacked = np.array([out[kind][t] for t in TASKS])
+        defined = np.isfinite(stacked)
+        out[kind]["all"] = np.where(defined, stacked, 0).sum(0) / np.maximum(defined.sum(0), 1)
     return out
 
 
@@ -176,8 +183,8 @@ def voter_table(rows: list[dict], people: set[str]) -> tuple[list[str], dict]:
                ("detection", "without a person", lambda r: r["reference_id"] not in people),
                ("segmentation", "with a person", lambda r: r["reference_id"] in people),
                ("classification", "all", lambda r: True)]
-    for task, which, keep in subsets:
-        subset = [r for r in rows if keep(r)]
+    for task, which, keep in subsets:    # where the new label is defined (detection: every detector finds a box)
+        subset = [r for r in rows if keep(r) and all(np.isfinite(r[f"soft/{m}"]) for m in NEW[task])]
         g = [r["photo"] for r in subset]
         head = f"| {task} | {which} ({len({r['reference_id'] for r in subset})}) | {len(subset)} |"
         if len({r["photo"] for r in subset}) < 2:
@@ -212,7 +219,7 @@ def draw_table(rows: list[dict], lab: dict) -> list[str]:
     index = [i for i, r in enumerate(rows) if r["distortion"] in stochastic_types()]
     keys = [(rows[i]["reference_id"], rows[i]["distortion"], rows[i]["roi_severity"]) for i in index]
     draws = [int(rows[i]["draw"]) for i in index]
-    lines = ["| label | pairs | old: draw-to-draw SRCC | old: mean of 2 draws (SB) | new: draw-to-draw SRCC | "
+    lines = ["| label | pairs (old / new label defined) | old: draw-to-draw SRCC | old: mean of 2 draws (SB) | new: draw-to-draw SRCC | "
              "new: mean of 2 draws (SB) | within type x severity: old / new |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for task in (*TASKS, "all"):
@@ -220,6 +227,8 @@ def draw_table(rows: list[dict], lab: dict) -> list[str]:
         within = []
         for kind in ("old", "new"):
             a, b, paired = paired_draws(keys, draws, lab[kind][task][index])
+            defined = np.isfinite(a) & np.isfinite(b)
+            a, b, paired = a[defined], b[defined], [k for k, d in zip(paired, defined) if d]
             groups = [k[0].split("__")[0] for k in paired]
             rel = split_reliability(a, b, groups, n_resamples=N_BOOT)
             cells.append((len(paired), rel))
@@ -232,9 +241,9 @@ def draw_table(rows: list[dict], lab: dict) -> list[str]:
                 ra[idx] -= m
                 rb[idx] -= m
             within.append(srcc(ra, rb))
-        (n, old), (_, new) = cells
+        (n, old), (n_new, new) = cells
         name = "mean over tasks" if task == "all" else task
-        lines.append(f"| {name} | {n} | {fmt_ci(old.srcc)} | {old.corrected.estimate:.3f} | {fmt_ci(new.srcc)} | "
+        lines.append(f"| {name} | {n} / {n_new} | {fmt_ci(old.srcc)} | {old.corrected.estimate:.3f} | {fmt_ci(new.srcc)} | "
                      f"{new.corrected.estimate:.3f} | {within[0]:.2f} / {within[1]:.2f} |")
     return lines
 
@@ -258,7 +267,7 @@ def severity_tables(rows: list[dict], lab: dict, types: list[str]) -> tuple[list
                 lines += ["", f"{kind} labels, {name} (mean over references):", "",
                           "| type | s1 | s2 | s3 | s4 | s5 |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
             for t in types:
-                means = [float(np.mean(cell[(t, s)])) for s in range(1, 6)]
+                means = [float(np.nanmean(cell[(t, s)])) for s in range(1, 6)]
                 if task == "all":
                     lines.append(f"| {t} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
                 for s in range(4):
@@ -318,6 +327,413 @@ def projection(images: Path, costs: dict, types: list[str], roi_share: float, re
                   "per_image_cpu_s": per_image}
 
 
+# ----------------------------------------------------------------------------- rescoring from the cache
+
+CHOICE_SEED = 0
+CHECK_PEOPLE, CHECK_OTHERS = 2, 2     # check photos: 2 with a person, 2 without (12 * 1/3, stratified)
+DET_FLOOR = {"centernet": 0.3, "nanodet": 0.35}     # the models' own score thresholds (registry defaults)
+SEG_VOTE_AREA = 0.001                 # per-voter rule: marks >= 0.1% of the clean reference as person
+
+
+def split_choice_check(refs: list[str], people: set[str], seed: int = CHOICE_SEED) -> tuple[list[str], list[str]]:
+    """By photo, stratified by person: 4 check photos (2 with a person, 2 without), the rest to choose on."""
+    with_p = sorted(r for r in refs if r in people)
+    without = sorted(r for r in refs if r not in people)
+    rng = np.random.default_rng(seed)
+    check = [with_p[i] for i in rng.choice(len(with_p), CHECK_PEOPLE, replace=False)]
+    check += [without[i] for i in rng.choice(len(without), CHECK_OTHERS, replace=False)]
+    return sorted(r for r in refs if r not in check), sorted(check)
+
+
+def _agnostic(d):
+    from mlclipsim.machine.predictions import Detections
+
+    return Detections(d.boxes, d.scores, np.zeros_like(d.labels), d.label_space)
+
+
+def _product_f1(p, r, floor: float) -> float:
+    """Tried, not kept: matched pairs count w_p * w_r; F1 = 2 sum w_p w_r / (sum w_p^2 + sum w_r^2)."""
+    from mlclipsim.machine.agreement import match_box_pairs
+    from mlclipsim.machine.soft_agreement import IOU_THRESHOLDS, score_weights
+
+    wp, wr = score_weights(p.scores, floor), score_weights(r.scores, floor)
+    den = float((wp ** 2).sum() + (wr ** 2).sum())
+    if den <= 0:
+        return 1.0
+    vals = []
+    for tau in IOU_THRESHOLDS:
+        order, j = match_box_pairs(p.boxes, p.scores, p.labels, r.boxes, r.labels, tau)
+        hit = j >= 0
+        vals.append(2.0 * float((wp[order[hit]] * wr[j[hit]]).sum()) / den)
+    return float(np.mean(vals))
+
+
+def _soft(p, r, **kw) -> dict:
+    from mlclipsim.machine.soft_agreement import soft_agreement
+
+    return soft_agreement(p, r, **kw)
+
+
+DET_DESIGNS = {   # name -> score(pred, ref, floor); the first is the pilot's, "recall" the chosen one
+    "F1, per class, w = (s - floor) / (1 - floor), IoU 0.50:0.95 (pilot)": lambda p, r, f: _soft(p, r, score_floor=f)["soft_f1"],
+    "F1, class-agnostic": lambda p, r, f: _soft(_agnostic(p), _agnostic(r), score_floor=f)["soft_f1"],
+    "F1, raw score as weight (floor 0)": lambda p, r, f: _soft(p, r, score_floor=0.0)["soft_f1"],
+    "F1, product of weights": _product_f1,
+    "F1, IoU 0.5 only": lambda p, r, f: _soft(p, r, score_floor=f, iou_thresholds=(0.5,))["soft_f1"],
+    "F1, IoU 0.3:0.7": lambda p, r, f: _soft(p, r, score_floor=f, iou_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7))["soft_f1"],
+    "recall of the reference's boxes, NaN without them (chosen)": lambda p, r, f: _soft(p, r, score_floor=f)["soft_recall"],
+    "recall, class-agnostic": lambda p, r, f: _soft(_agnostic(p), _agnostic(r), score_floor=f)["soft_recall"],
+}
+
+
+def _fj(a, b) -> float:
+    u = float(np.maximum(a, b).sum(dtype=np.float64))
+    return 1.0 if u <= 0 else float(np.minimum(a, b).sum(dtype=np.float64)) / u
+
+
+def _band_iu(p, q, lo: float, hi: float) -> tuple[float, float, float]:
+    inter = float((np.clip(np.minimum(p, q), lo, hi) - lo).sum(dtype=np.float64))
+    union = float((np.clip(np.maximum(p, q), lo, hi) - lo).sum(dtype=np.float64))
+    return inter, union, float((np.clip(q, lo, hi) - lo).sum(dtype=np.float64))
+
+
+def _ratio(a: float, b: float, empty: float = 1.0) -> float:
+    return empty if b <= 0 else a / b
+
+
+def _corr(p, q, region=None) -> float:
+    pc, qc = p - p.mean(), q - q.mean()
+    den = float(np.sqrt((pc ** 2).sum(dtype=np.float64) * (qc ** 2).sum(dtype=np.float64)))
+    return float(np.allclose(p, q)) if den <= 0 else max(float((pc * qc).sum(dtype=np.float64)) / den, 0.0)
+
+
+def _in_region(p, q, region) -> float:
+    if region is None or not region.any():
+        return float("nan")
+    a, b = p[region], q[region]
+    return 0.5 * (_fj(a, b) + _fj(1 - a, 1 - b))
+
+
+def _pool(x, f: int):
+    h, w = x.shape[0] // f * f, x.shape[1] // f * f
+    return x[:h, :w].reshape(h // f, f, w // f, f).mean((1, 3))
+
+
+SEG_DESIGNS = {   # name -> score(p, q, person_region) on probability maps (p distorted, q reference)
+    "person IoU, band [0.1, 0.9] (pilot)": lambda p, q, g: _ratio(*_band_iu(p, q, 0.1, 0.9)[:2]),
+    "person Dice, band [0.1, 0.9]": lambda p, q, g: (lambda i, u, _: _ratio(2 * i, i + u))(*_band_iu(p, q, 0.1, 0.9)),
+    "person IoU, fuzzy (band [0, 1])": lambda p, q, g: _fj(p, q),
+    "person IoU, band [0.3, 0.7]": lambda p, q, g: _ratio(*_band_iu(p, q, 0.3, 0.7)[:2]),
+    "person IoU, band [0.45, 0.55] (~ hard)": lambda p, q, g: _ratio(*_band_iu(p, q, 0.45, 0.55)[:2]),
+    "person IoU, fuzzy, smoothed (+0.1% of the pixels)": lambda p, q, g: (lambda i, u, _: (i + 0.001 * p.size) / (u + 0.001 * p.size))(*_band_iu(p, q, 0.0, 1.0)),
+    "person IoU, fuzzy, smoothed (+1% of the pixels)": lambda p, q, g: (lambda i, u, _: (i + 0.01 * p.size) / (u + 0.01 * p.size))(*_band_iu(p, q, 0.0, 1.0)),
+    "recall on the region the reference marks (fuzzy)": lambda p, q, g: (lambda i, u, r: _ratio(i, r, float("nan")))(*_band_iu(p, q, 0.0, 1.0)),
+    "1 - mean |p - q|": lambda p, q, g: 1.0 - float(np.abs(p - q).mean()),
+    "map correlation (clipped at 0)": _corr,
+    "mIoU (person, background), fuzzy, inside the detectors' person boxes": lambda p, q, g: _in_region(p, q, g),
+    "mIoU (person, background), band [0.1, 0.9]": lambda p, q, g: 0.5 * (_ratio(*_band_iu(p, q, 0.1, 0.9)[:2])
+                                                                           + _ratio(*_band_iu(1 - p, 1 - q, 0.1, 0.9)[:2])),
+    "mIoU (person, background), fuzzy, maps average-pooled 4 x 4 first": lambda p, q, g: (
+        lambda a, b: 0.5 * (_fj(a, b) + _fj(1 - a, 1 - b)))(_pool(p, 4), _pool(q, 4)),
+    "mIoU (person, background), fuzzy (chosen)": lambda p, q, g: 0.5 * (_fj(p, q) + _fj(1 - p, 1 - q)),
+}
+CHOSEN = {"detection": "recall of the reference's boxes, NaN without them (chosen)",
+          "segmentation": "mIoU (person, background), fuzzy (chosen)"}
+
+
+def person_region(ref_preds: dict, shape: tuple[int, int]) -> np.ndarray | None:
+    """Union of the person boxes (score >= 0.5) the detectors find on the clean reference."""
+    from mlclipsim.distortions import mask_from_boxes
+
+    boxes = [b.tolist() for name in ("centernet", "nanodet") if name in ref_preds
+             for b, s, lab in zip(ref_preds[name].boxes, ref_preds[name].scores, ref_preds[name].labels)
+             if lab == 0 and s >= 0.5]
+    return mask_from_boxes(boxes, *shape) > 0 if boxes else None
+
+
+def rescore(out: Path, rows: list[dict]) -> tuple[dict, dict]:
+    """From the cached predictions only: every design's per-model scores, {design: {model: (N,)}}, and the
+    library's current default continuous scores per model (the new ``soft/<model>``), {model: (N,)}."""
+    from mlclipsim.machine.soft_agreement import soft_consistency
+
+    class Named:     # the floor soft_consistency reads from a model
+        def __init__(self, name: str, task: str, floor: float | None) -> None:
+            self.name, self.task, self.score_threshold = name, task, floor
+
+    det, seg = NEW["detection"], NEW["segmentation"]
+    designs = {d: {m: np.full(len(rows), np.nan) for m in det} for d in DET_DESIGNS}
+    designs.update({d: {m: np.full(len(rows), np.nan) for m in seg} for d in SEG_DESIGNS})
+    current = {m: np.full(len(rows), np.nan) for m in MODELS}
+    by_ref: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_ref[r["reference_id"]].append(i)
+    for ref_id, index in by_ref.items():
+        folder = out / "predictions"
+        ref_preds = {m: load_predictions(folder / m / ref_id / "reference.npz")[0] for m in MODELS}
+        shape = ref_preds[seg[0]].shape
+        region = person_region(ref_preds, shape)
+        for m in MODELS:
+            task = "detection" if m in det else "segmentation" if m in seg else "classification"
+            model = Named(m, task, DET_FLOOR.get(m))
+            for i in index:
+                pred = load_predictions(folder / m / ref_id / f"{Path(rows[i]['distorted_path']).stem}.npz")[0]
+                current[m][i] = soft_consistency(model, pred, ref_preds[m])
+                if m in det:
+                    for d, fn in DET_DESIGNS.items():
+                        designs[d][m][i] = fn(pred, ref_preds[m], DET_FLOOR[m])
+                elif m in seg:
+                    p, q = pred.probs.astype(np.float32), ref_preds[m].probs.astype(np.float32)
+                    for d, fn in SEG_DESIGNS.items():
+                        designs[d][m][i] = fn(p, q, region)
+        print(f"rescored {ref_id}", flush=True)
+    return designs, current
+
+
+def rank_within(values: np.ndarray, rows: list[dict]) -> np.ndarray:
+    """Per-reference normalisation (tried): each reference's labels replaced by their ranks in (0, 1)."""
+    from scipy.stats import rankdata
+
+    out = np.full(values.shape, np.nan)
+    by_ref: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_ref[r["reference_id"]].append(i)
+    for index in by_ref.values():
+        idx = np.array(index)
+        ok = idx[np.isfinite(values[idx])]
+        if ok.size:
+            out[ok] = (rankdata(values[ok]) - 0.5) / ok.size
+    return out
+
+
+def design_reliability(per_model: dict, rows: list[dict], keep) -> tuple[str, int, int]:
+    """Voter reliability (SB of the k-voter mean from the mean pairwise SRCC, CI over photos) on the draw-0 rows
+    where ``keep(row)`` and every voter's score is defined. Returns (text, images, photos)."""
+    index = [i for i, r in enumerate(rows) if int(r["draw"]) == 0 and keep(r)
+             and all(np.isfinite(v[i]) for v in per_model.values())]
+    photos = {rows[i]["photo"] for i in index}
+    if len(photos) < 2:
+        return "n/a (fewer than 2 photos)", len(index), len(photos)
+    rel = mean_voter_reliability({m: v[index] for m, v in per_model.items()}, [rows[i]["photo"] for i in index],
+                                 n_resamples=N_BOOT)
+    return fmt_ci(rel.corrected), len(index), len(photos)
+
+
+def per_voter_reliability(per_model: dict, rows: list[dict], keep, votes) -> tuple[str, int, int]:
+    """Tried for segmentation: a voter votes only where ``votes(model, reference_id)``. r = mean over voter pairs
+    of their SRCC on the images both vote on (pairs with < 2 photos left out), k = mean voters per labelled image;
+    SB(r, k), CI over photos. A label from one voter has a reliability this cannot measure."""
+    from mlclipsim.eval.bootstrap import bootstrap_ci
+
+    names = sorted(per_model)
+    index = [i for i, r in enumerate(rows) if int(r["draw"]) == 0 and keep(r)
+             and any(votes(m, r["reference_id"]) for m in names)]
+    if not index:
+        return "n/a (no image)", 0, 0
+    vote = np.array([[votes(m, rows[i]["reference_id"]) for m in names] for i in index])
+    matrix = np.stack([per_model[m][index] for m in names], axis=1)
+    photos = np.array([rows[i]["photo"] for i in index])
+
+    def stat(m: np.ndarray, v: np.ndarray, ph: np.ndarray) -> float:
+        rs = []
+        for a, b in combinations(range(len(names)), 2):
+            both = v[:, a] & v[:, b]
+            if len(set(ph[both])) >= 2:
+                rs.append(srcc(m[both, a], m[both, b]))
+        if not rs:
+            return float("nan")
+        r, k = float(np.mean(rs)), float(v.sum(1).mean())
+        return k * r / (1 + (k - 1) * r)
+
+    ci = bootstrap_ci(stat, list(photos), matrix, vote, photos, n_resamples=N_BOOT)
+    if not np.isfinite(ci.estimate):
+        return "n/a (no voter pair on 2 photos)", len(index), len(set(photos))
+    text = f"{ci.estimate:.3f} [{ci.low:.2f}, {ci.high:.2f}] (k = {vote.sum(1).mean():.2f})"
+    return text, len(index), len(set(photos))
+
+
+def design_table(designs: dict, rows: list[dict], people: set[str], choice: list[str], check: list[str],
+                 det_refs: set[str], seg_area: dict, confident_refs: set[str]) -> tuple[list[str], dict]:
+    """One line per design tried: voter reliability on the choice and the check photos (and all 12)."""
+    lines = ["| task | design | references kept (rule) | choice: reliability [95% CI] | images / photos | "
+             "check: reliability [95% CI] | images / photos | all 12 photos |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    summary: dict = {}
+    in_choice, in_check = set(choice), set(check)
+    det_rules = {"all references": lambda r: True,
+                 f"every detector finds >= 1 box on the clean reference ({len(det_refs)} of {len(choice) + len(check)})":
+                     lambda r: r["reference_id"] in det_refs,
+                 f"every detector finds a box with score >= 0.5 ({len(confident_refs)} of {len(choice) + len(check)})":
+                     lambda r: r["reference_id"] in confident_refs}
+    tight = list(det_rules)[2]
+
+    def line(task: str, design: str, rule: str, per_model: dict, keep, method=design_reliability) -> None:
+        cells = []
+        for subset in (in_choice, in_check, in_choice | in_check):
+            text, n, k = method(per_model, rows, lambda r, s=subset: r["reference_id"] in s and keep(r))
+            cells.append((text, n, k))
+        (c, cn, ck), (h, hn, hk), (a, _, _) = cells
+        lines.append(f"| {task} | {design} | {rule} | {c} | {cn} / {ck} | {h} | {hn} / {hk} | {a} |")
+        summary[f"{task}: {design}: {rule}"] = {"choice": c, "check": h, "all": a}
+
+    for design, per_model in designs.items():
+        if design in DET_DESIGNS:
+            for rule, keep in det_rules.items():
+                if design.startswith("recall") and rule == list(det_rules)[1]:
+                    continue          # NaN without reference boxes: the rule is built in
+                if rule == tight and not design.endswith(("(pilot)", "(chosen)")):
+                    continue
+                line("detection", design, "its NaN where the reference has no box = every detector finds "
+                     ">= 1 box" if design.startswith("recall") and rule == "all references" else rule, per_model, keep)
+    for design in ("F1, per class, w = (s - floor) / (1 - floor), IoU 0.50:0.95 (pilot)", CHOSEN["detection"]):
+        ranked = {m: rank_within(v, rows) for m, v in designs[design].items()}
+        line("detection", design.split(",")[0] + " ranked within each reference (per-image normalisation)",
+             list(det_rules)[1], ranked, lambda r: r["reference_id"] in det_refs)
+    with_person = ("references with a person (CenterNet or NanoDet score >= 0.5), all three voters",
+                   lambda r: r["reference_id"] in people)
+    for design, per_model in designs.items():
+        if design in SEG_DESIGNS:
+            line("segmentation", design, with_person[0], per_model, with_person[1])
+    chosen = designs[CHOSEN["segmentation"]]
+    ranked = {m: rank_within(v, rows) for m, v in chosen.items()}
+    line("segmentation", "fuzzy mIoU ranked within each reference (per-image normalisation)", with_person[0],
+         ranked, with_person[1])
+    for only_people in (False, True):
+        def votes(m: str, ref: str, only=only_people) -> bool:
+            return seg_area[m][ref] >= SEG_VOTE_AREA and (ref in people or not only)
+        rule = (f"a voter votes where it marks >= {SEG_VOTE_AREA:.1%} of the clean reference as person"
+                + (", on references with a person" if only_people else ", on any reference"))
+        line("segmentation", "fuzzy mIoU, per-voter rule", rule, chosen, lambda r: True,
+             method=lambda pm, rs, keep, v=votes: per_voter_reliability(pm, rs, keep, v))
+    return lines, summary
+
+
+def chosen_lines(summary: dict) -> list[str]:
+    """The designs chosen on the choice photos, what they reach, and why the rest were not kept."""
+    def get(task: str, design: str) -> dict:
+        return next(v for k, v in summary.items() if k.startswith(f"{task}: {design}"))
+
+    det_pilot = get("detection", next(iter(DET_DESIGNS)) + ": all")
+    det = get("detection", CHOSEN["detection"])
+    seg_pilot = get("segmentation", next(iter(SEG_DESIGNS)))
+    seg = get("segmentation", CHOSEN["segmentation"])
+    return [
+        "**Chosen** (the library's defaults now, `soft_consistency`):",
+        "",
+        f"- detection: `soft_recall`, NaN where the reference holds no box, the task label NaN unless every "
+        f"detector applies (`soft_task_labels`): choice {det['choice']}, check {det['check']}, all {det['all']} "
+        f"(pilot design on all references: choice {det_pilot['choice']}, check {det_pilot['check']}, all "
+        f"{det_pilot['all']}). The gain is the rule: on the references where one detector finds nothing, its F1 is "
+        "1 until its first false positive and then 0, unrelated to the other detector (within-reference SRCC "
+        "below; the rule lifts today's discrete labels too: compare the old column of the voter table, on the same "
+        "references); recall builds the rule in and adds a little over F1 under the same rule on the choice photos. "
+        "Class-agnostic matching, the raw score as weight, the product of weights and other IoU ranges change "
+        "nothing beyond noise. **Target 0.70 met on the choice and the check photos.** The tighter rule (a box "
+        "with score >= 0.5 from every detector) scores higher on the choice photos but keeps half the references "
+        "and none without a person: coverage traded for reliability beyond the bar, not adopted.",
+        f"- segmentation: `soft_miou` (fuzzy mIoU of person and background): choice {seg['choice']}, check "
+        f"{seg['check']}, all {seg['all']} (pilot: choice {seg_pilot['choice']}, check {seg_pilot['check']}, all "
+        f"{seg_pilot['all']}). **Target 0.70 met on the choice photos only, not on the check photos nor on all "
+        "seven**; with two check photos with a person the check number is itself unreliable. Dice ranks exactly "
+        "as IoU (a monotone map of it); narrower bands, smoothing, recall on the reference's region, the region "
+        "inside the detectors' person boxes and 1 - |p - q| are worse, pooling the maps first changes nothing; map "
+        "correlation is as good as mIoU on the choice photos but no better, and mIoU is the standard measure.",
+        "- not adopted although higher on the choice photos: **ranks within each reference** (per-image "
+        "normalisation). It measures a different thing: it throws away which reference suffers more at the same "
+        "distortion (every reference gets the same label distribution), so pooled SRCC, the benchmark's statistic, "
+        "can no longer see reference effects, and a label would depend on which other distortions were planned "
+        "for its reference. It is a post-processing of the stored labels (`rank_within`) if a within-reference "
+        "target (2AFC pairs of one reference) is wanted.",
+        "- not adopted: the **per-voter segmentation rule** (a segmenter votes only where it marks a person on "
+        "the clean reference): lower on the choice photos, it leaves many images to a single voter (1.7-1.8 "
+        "voters per image on average), whose label has no measured reliability, and no voter pair spans two "
+        "check photos, so it cannot be checked.",
+    ]
+
+
+def per_reference_lines(designs: dict, rows: list[dict], refs: list[str], people: set[str], det_refs: set[str],
+                        choice: list[str]) -> list[str]:
+    """Within each reference (70 draw-0 images): mean pairwise SRCC of the voters of the chosen designs."""
+    within: dict[str, dict[str, float]] = {"detection": {}, "segmentation": {}}
+    for ref in refs:
+        index = [i for i, r in enumerate(rows) if r["reference_id"] == ref and int(r["draw"]) == 0]
+        for task, ok in (("detection", ref in det_refs), ("segmentation", ref in people)):
+            if ok:
+                per_model = designs[CHOSEN[task]]
+                within[task][ref] = float(np.mean([srcc(per_model[a][index], per_model[b][index])
+                                                   for a, b in combinations(sorted(per_model), 2)]))
+
+    def span(values: list[float]) -> str:
+        return f"{min(values):.2f}-{max(values):.2f}"
+
+    det_people = [v for r, v in within["detection"].items() if r in people]
+    det_others = [v for r, v in within["detection"].items() if r not in people]
+    lines = ["Why segmentation stays below the bar: within one reference (70 images, draw 0), how far the voters "
+             "agree on which images suffer more (mean pairwise SRCC, chosen designs). The detectors agree at "
+             f"{span(det_people)} on the references with people ({span(det_others)} on those without, where "
+             "they find few boxes near their thresholds); the three person segmenters, portrait models, at "
+             f"{span(list(within['segmentation'].values()))}: "
+             "the people in these photos are small (areas above: on most, one segmenter or more marks almost "
+             "nothing), so, as we read it, much of each segmenter's map is its own response to texture, which "
+             "distortions move differently per model; within a (type, severity) cell their agreement on which "
+             "references suffer more is ~0 (voter table below). None of the scorings of the same maps tried here "
+             "fixes that; the next idea is a segmenter that sees small people "
+             "or references where people are large (the issue's crops at scales 2 and 3, which need the models "
+             "run on the crops).", "",
+             "| reference | split | detection (CenterNet ~ NanoDet) | segmentation (Selfie, Meet, RVM) |",
+             "| --- | --- | ---: | ---: |"]
+    for ref in refs:
+        cells = [f"{within[task][ref]:.2f}" if ref in within[task] else "n/a" for task in ("detection", "segmentation")]
+        lines.append(f"| `{ref}` | {'choice' if ref in choice else 'check'} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def rescore_section(out: Path, rows: list[dict], refs: list[str], people: set[str]) -> tuple[list[str], dict]:
+    """Rescore ``rows`` in place from the cached predictions (``soft/<model>``, ``mmos_soft/<task>``,
+    ``mmos_soft`` with the library's current scores), write ``<out>/manifest_rescored.csv`` and return the
+    design comparison (report lines) and the choice / check split."""
+    from mlclipsim.data.manifest import write_rows
+    from mlclipsim.machine.soft_agreement import score_weights, soft_task_labels
+
+    designs, current = rescore(out, rows)
+    tasks = {m: t for t, models in NEW.items() for m in models}
+    for i, r in enumerate(rows):
+        r.update({f"soft/{m}": float(current[m][i]) for m in MODELS})
+        by_task = soft_task_labels({m: r[f"soft/{m}"] for t in TASKS for m in voters(t, r, people)}, tasks)
+        r.update({f"mmos_soft/{t}": v for t, v in sorted(by_task.items())})
+        defined = [v for v in by_task.values() if np.isfinite(v)]
+        r["mmos_soft"] = float(np.mean(defined)) if defined else float("nan")
+    write_rows(out / "manifest_rescored.csv", rows)
+    choice, check = split_choice_check(refs, people)
+    det_refs, confident_refs = set(), set()
+    for ref in refs:
+        found = [load_predictions(out / "predictions" / m / ref / "reference.npz")[0] for m in NEW["detection"]]
+        if all(np.any(score_weights(d.scores, DET_FLOOR[m]) > 0) for d, m in zip(found, NEW["detection"])):
+            det_refs.add(ref)
+        if all(np.any(d.scores >= 0.5) for d in found):
+            confident_refs.add(ref)
+    seg_area = {m: {ref: float((load_predictions(out / "predictions" / m / ref / "reference.npz")[0].probs > 0.5).mean())
+                    for ref in refs} for m in NEW["segmentation"]}
+    table, summary = design_table(designs, rows, people, choice, check, det_refs, seg_area, confident_refs)
+    table += [""] + chosen_lines(summary) + [""] + per_reference_lines(designs, rows, refs, people, det_refs, choice)
+    lines = ["## Label designs tried (rescored from the cached predictions, no model run)", "",
+             f"Photos split once, before any design was scored (seed {CHOICE_SEED}, stratified by person): "
+             f"**choice** ({len(choice)}): " + ", ".join(f"`{r}`" for r in choice) + f"; **check** ({len(check)}): "
+             + ", ".join(f"`{r}`" for r in check) + ". A design is chosen on the choice photos; the check photos "
+             "only report. Reliability = Spearman-Brown reliability of the mean of the k voters from their mean "
+             "pairwise SRCC (draw 0 images, pooled over types and severities), 95% CI from "
+             f"{N_BOOT} bootstrap resamples of photos (with 2 check photos for segmentation the CI is nearly "
+             "meaningless). Detection voters: CenterNet, NanoDet (k = 2); segmentation: Selfie, Meet, RVM (k = 3).", "",
+             f"Detection rule: the label applies where every detector finds at least one box (above its own score "
+             f"threshold) on the clean reference: {len(det_refs)} of {len(refs)} references "
+             f"({len(det_refs & set(choice))} of {len(choice)} choice, {len(det_refs & set(check))} of {len(check)} "
+             "check); dropped: " + ", ".join(f"`{r}`" for r in refs if r not in det_refs) + ". Segmentation: "
+             f"references with a person, {len(people & set(choice))} choice and {len(people & set(check))} check "
+             "photos. Clean-reference person area at p > 0.5 (Selfie / Meet / RVM): "
+             + ", ".join(f"`{r}` " + " / ".join(f"{seg_area[m][r]:.1%}" for m in NEW["segmentation"])
+                         for r in sorted(people)) + ".", ""]
+    return lines + table, {"choice": choice, "check": check, "detection_refs": sorted(det_refs), "designs": summary}
+
+
 # ----------------------------------------------------------------------------- main
 
 def main() -> None:
@@ -327,6 +743,10 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=12)
     parser.add_argument("--report", type=Path, default=REPO / "benchmarks/results/label_reliability.md")
     parser.add_argument("--analyse-only", action="store_true", help="skip the build and timing (reuse them)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="skip the build and timing; recompute the continuous labels from the cached predictions "
+                             "(no model runs) with every label design tried, write <out>/manifest_rescored.csv and "
+                             "report the designs' reliability on choice and check photos")
     parser.add_argument("--crops", type=int, default=1,
                         help="references per photo: the photo, then crops at scales 2 and 3 (cycled)")
     parser.add_argument("--types", nargs="+", default=None, help="distortion types (default: all 14; for a smoke run)")
@@ -335,7 +755,7 @@ def main() -> None:
     types = args.types or [*SYNTHETIC_NAMES, *(c for c in CODECS if c in list_distortions())]
     info_path = out / "pilot_info.json"
 
-    if not args.analyse_only:
+    if not (args.analyse_only or args.rescore):
         out.mkdir(parents=True, exist_ok=True)
         if info_path.is_file():
             info = json.loads(info_path.read_text())
@@ -374,6 +794,9 @@ def main() -> None:
     rows = read_rows(out / "manifest.csv")
     refs = sorted({r["reference_id"] for r in rows})
     people = {ref for ref in refs if has_person(out, ref)}
+    design_lines: list[str] = []
+    if args.rescore:
+        design_lines, split = rescore_section(out, rows, refs, people)
     lab = labels(rows, people)
     first = [i for i, r in enumerate(rows) if int(r["draw"]) == 0]
     rows0 = [rows[i] for i in first]
@@ -382,7 +805,8 @@ def main() -> None:
     voter_lines, _ = voter_table(rows0, people)
     draw_lines = draw_table(rows, lab)
     sev_lines, exceptions = severity_tables(rows, lab, types)
-    old_new = {t: srcc(lab0["old"][t], lab0["new"][t]) for t in (*TASKS, "all")}
+    old_new = {t: srcc(lab0["old"][t][np.isfinite(lab0["new"][t])], lab0["new"][t][np.isfinite(lab0["new"][t])])
+               for t in (*TASKS, "all")}
 
     roi_share = float(np.mean([any(r["roi_fraction"] > 0 for r in rows if r["reference_id"] == ref) for ref in refs]))
     proj_lines, proj = projection(args.images, info["costs"], types, roi_share, region_pairs=1, draws=2)
@@ -397,7 +821,13 @@ def main() -> None:
              "Command (one torch thread, one process, `nice`, in the background):", "", "```bash",
              "OMP_NUM_THREADS=1 MLCLIPSIM_OFFLINE=1 MLCLIPSIM_MODELS_DIR=../shared/models nice -n 10 \\",
              "    .venv/bin/python benchmarks/label_reliability.py --images ../shared/data/images \\",
-             f"    --out outputs/label_pilot --photos {len(info['photos'])} --crops {info.get('crops', 1)}", "```", "",
+             f"    --out outputs/label_pilot --photos {len(info['photos'])} --crops {info.get('crops', 1)}", "```", ""]
+    if args.rescore:
+        lines += ["Then the labels rescored from the cached predictions (no model run; the tables below use the "
+                  "rescored labels):", "", "```bash",
+                  "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/label_reliability.py \\",
+                  "    --out outputs/label_pilot --rescore", "```", ""]
+    lines += [
              f"Machine: {info['machine']}, 2 cores shared with other jobs. Build: {n_rows} labelled images of "
              f"{len(refs)} references from {len(info['photos'])} training photos (never a test photo of "
              "`heldout_photos.txt`), " + (
@@ -421,9 +851,14 @@ def main() -> None:
              "- **old**: today's discrete scores (`consistency/*`: detection F1 at IoU 0.5 and the model's score "
              "threshold, segmentation mask IoU at 0.5, classification soft top-5 overlap) and today's voters: "
              "detection = mean of CenterNet and NanoDet, segmentation = Selfie, classification = Lite0.",
-             "- **new**: continuous scores (`soft/*`, `mlclipsim/machine/soft_agreement.py`: score-weighted F1 "
-             "averaged over IoU 0.50:0.95 and score thresholds from the model's floor to 1; soft IoU of the "
-             "probability maps; 1 - Jensen-Shannon divergence in bits of the full softmax) and all voters: "
+             "- **new**: continuous scores (`soft/*`, `mlclipsim/machine/soft_agreement.py`: " + (
+                 "detection = score-weighted recall of the reference's boxes averaged over IoU 0.50:0.95 and score "
+                 "thresholds from the model's floor to 1, NaN (the label does not apply) where a detector finds "
+                 "nothing on the clean reference; segmentation = fuzzy mIoU of the person and background "
+                 "probability maps; " if args.rescore else
+                 "score-weighted F1 averaged over IoU 0.50:0.95 and score thresholds from the model's floor to 1; "
+                 "soft IoU of the probability maps; ") +
+             "1 - Jensen-Shannon divergence in bits of the full softmax) and all voters: "
              "detection = CenterNet + NanoDet, segmentation = Selfie + Meet + RVM on references with a person "
              "(Selfie alone elsewhere), classification = Lite0 + Lite1 + Lite2.", "",
              "SRCC pooled over all types and severities (as the 0.28 of `machine_preference.md`), 95% CIs from "
@@ -431,6 +866,7 @@ def main() -> None:
              "voters (or of 2 draws) from the mean pairwise SRCC. 'Within type x severity': SRCC after "
              "subtracting each (type, severity) cell's mean, i.e. how well the two measurements agree on which "
              "references suffer more once the severity is known.", ""]
+    lines += design_lines + ([""] if design_lines else [])
     lines += ["## Voter splits (draw 0 images)", "",
               "Segmentation: references with a person only (Meet and RVM segment people). Detection also on the "
               "references without a person, where the detectors see fewer, less certain objects.", ""]

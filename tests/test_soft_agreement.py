@@ -67,6 +67,39 @@ def test_score_drop_and_localisation_are_graded():
     assert agreement(dets([[15, 0, 115, 100]], [0.9]), reference)["f1"] == 1.0      # the discrete F1 sees nothing
 
 
+def test_detection_label_is_the_recall_of_the_references_boxes_and_nan_without_them():
+    class Detector:
+        task = "detection"
+        score_threshold = 0.3
+
+    reference = dets([[0, 0, 50, 50], [60, 60, 90, 90]], [1.0, 0.65])
+    lost_one = dets([[0, 0, 50, 50]], [1.0])
+    assert soft_consistency(Detector(), lost_one, reference) == pytest.approx(1 / 1.5)   # w = 1 and 0.5
+    hallucinated = dets([[0, 0, 50, 50], [60, 60, 90, 90], [100, 0, 120, 20]], [1.0, 0.65, 0.9])
+    assert soft_consistency(Detector(), hallucinated, reference) == pytest.approx(1.0)  # false positives: not counted
+    assert soft_agreement(hallucinated, reference, score_floor=0.3)["soft_f1"] < 0.9
+    # nothing found on the clean reference (or only at the floor): the label does not apply
+    for empty_reference in (dets([], []), dets([[0, 0, 50, 50]], [0.3])):
+        assert np.isnan(soft_consistency(Detector(), lost_one, empty_reference))
+        assert np.isnan(soft_consistency(Detector(), dets([], []), empty_reference))
+        assert soft_agreement(dets([], []), dets([], []), score_floor=0.3)["soft_f1"] == 1.0   # F1 keeps its rule
+    assert soft_consistency(Detector(), dets([], []), reference) == 0.0
+
+
+def test_task_labels_are_undefined_where_a_voter_does_not_apply():
+    from mlclipsim.machine.soft_agreement import soft_task_labels
+
+    tasks = {"centernet": "detection", "nanodet": "detection", "selfie": "segmentation"}
+    labels = soft_task_labels({"centernet": 0.2, "nanodet": 0.6, "selfie": 0.9}, tasks)
+    assert labels == pytest.approx({"detection": 0.4, "segmentation": 0.9})
+    labels = soft_task_labels({"centernet": float("nan"), "nanodet": 0.6, "selfie": 0.9}, tasks)
+    assert np.isnan(labels["detection"]) and labels["segmentation"] == 0.9     # not NaNmean: not nanodet alone
+    with pytest.raises(ValueError, match="No task"):
+        soft_task_labels({"rvm": 0.5}, tasks)
+    with pytest.raises(ValueError, match=r"\[0, 1\] or NaN"):
+        soft_task_labels({"selfie": 1.5}, tasks)
+
+
 def test_match_box_pairs_agrees_with_match_boxes():
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 80, (12, 2))
@@ -109,6 +142,34 @@ def test_soft_iou_values():
     assert banded == pytest.approx((4 * 0.4 + 4 * 0.8) / (8 * 0.8))
     assert soft_agreement(SegmentationMask(probs=p), SegmentationMask(probs=p))["soft_iou"] == 1.0
     assert threshold_band(0.5) == pytest.approx((0.1, 0.9)) and threshold_band(0.3) == pytest.approx((0.06, 0.86))
+
+
+def test_segmentation_label_is_the_fuzzy_miou_of_person_and_background():
+    p = np.zeros((4, 4), np.float32)
+    p[:2] = 1.0
+    q = p.copy()
+    q[:2, :2] = 0.5
+    got = soft_agreement(SegmentationMask(probs=q), SegmentationMask(probs=p))["soft_miou"]
+    person = (4 * 0.5 + 4 * 1.0) / 8.0                                # sum min / sum max of p and q
+    background = 8.0 / (8.0 + 4 * 0.5)                                # of 1 - p and 1 - q
+    assert got == pytest.approx(0.5 * (person + background))
+    assert soft_consistency(None, SegmentationMask(probs=q), SegmentationMask(probs=p)) == pytest.approx(got)
+    # a hallucinated region costs in proportion to its area: the background term grades it
+    reference = np.zeros((40, 40), np.float32)
+    reference[:4, :4] = 0.9                                           # a small person (1% of the image)
+    values = []
+    for side in (2, 6, 12, 24):
+        d = reference.copy()
+        d[20:20 + side, 10:10 + side] = 0.9
+        values.append(soft_agreement(SegmentationMask(probs=d), SegmentationMask(probs=reference))["soft_miou"])
+    assert all(x > y for x, y in zip(values, values[1:]))
+    # label maps: hard IoU per class, background included
+    a = np.zeros((4, 4), int)
+    a[:2] = 1
+    b = np.zeros((4, 4), int)
+    b[:1] = 1
+    assert soft_agreement(SegmentationMask(labels=b), SegmentationMask(labels=a))["soft_miou"] == pytest.approx(
+        0.5 * (4 / 8 + 8 / 12))
 
 
 def test_background_noise_is_both_empty_not_disagreement():
@@ -198,8 +259,8 @@ def test_registry_and_consistency_reads_the_models_floor():
 
     reference = dets([[0, 0, 50, 50], [60, 60, 90, 90]], [0.9, 0.31])
     distorted = dets([[0, 0, 50, 50]], [0.9])
-    assert soft_consistency(Detector(), distorted, reference) > 0.99
-    assert soft_consistency("detection", distorted, reference) == pytest.approx(1.8 / 2.11)  # by name: floor 0
+    assert soft_consistency(Detector(), distorted, reference, score="soft_f1") > 0.99
+    assert soft_consistency("detection", distorted, reference, score="soft_f1") == pytest.approx(1.8 / 2.11)  # floor 0
     assert soft_consistency(None, distorted, reference, score="soft_recall") < soft_consistency(
         None, distorted, reference, score="soft_precision")
     with pytest.raises(ValueError, match="Unknown continuous"):
@@ -224,7 +285,7 @@ def test_machine_opinion_can_average_the_continuous_scores():
     discrete = machine_opinion([Shrinking()], darker, reference)[0]["detection"].score
     soft = machine_opinion([Shrinking()], darker, reference, continuous=True)[0]["detection"].score
     assert discrete == 1.0                                            # the box is still there
-    assert soft == pytest.approx(2 * (128 / 255) / (1 + 128 / 255))   # but with half the confidence
+    assert soft == pytest.approx(128 / 255)                           # but with half the confidence (recall)
 
 
 def test_probability_maps_are_cached_small_and_read_back_to_1_in_255(tmp_path):

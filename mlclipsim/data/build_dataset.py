@@ -19,7 +19,9 @@ On disk, under ``--out``::
 
 Each row holds the discrete agreement (``consistency/<model>``, ``mmos/<task>``, ``mmos``) and the
 continuous one beside it (``soft/<model>``, ``mmos_soft/<task>``, ``mmos_soft``;
-:mod:`mlclipsim.machine.soft_agreement`); with ``draws > 1`` also the ``draw`` of each image.
+:mod:`mlclipsim.machine.soft_agreement`; NaN where a task does not apply, e.g. detection where a
+detector finds nothing on the reference; ``mmos_soft`` averages the defined tasks); with
+``draws > 1`` also the ``draw`` of each image.
 ``person_models`` (e.g. the person segmenters Meet and RVM, which mark texture as person on photos
 without people) vote in the MMOS only on references where a COCO detector of the build finds a
 person (score >= 0.5); their ``consistency/`` and ``soft/`` columns are written everywhere.
@@ -57,7 +59,7 @@ from mlclipsim.machine.labelling import run_labelling
 from mlclipsim.machine.mmos import mmos_by_task
 from mlclipsim.machine.prediction_cache import PredictionCache, load_task_models
 from mlclipsim.machine.registry import task_of
-from mlclipsim.machine.soft_agreement import soft_consistency
+from mlclipsim.machine.soft_agreement import soft_consistency, soft_task_labels
 
 DEFAULT_TASK_MODELS = ("centernet", "nanodet", "selfie", "efficientnet-lite0")
 """Offline task models of three kinds (detection x2, segmentation, classification). MobileNetV2 is
@@ -207,7 +209,7 @@ class DatasetLabeller:
                 by_task = mmos_by_task({n: scores[n] for n in voters}, self.tasks)
                 soft = {m.name: soft_consistency(m, per_model[m.name][i], reference_preds[m.name])
                         for m in self.models}
-                soft_by_task = mmos_by_task({n: soft[n] for n in voters}, self.tasks)
+                soft_by_task = soft_task_labels({n: soft[n] for n in voters}, self.tasks)   # NaN: task n/a
                 row = {
                     "reference_id": ref_id, "photo": crop.photo, "crop": crop.crop,
                     "reference_path": str(reference_path.relative_to(out)),
@@ -222,8 +224,9 @@ class DatasetLabeller:
                 row.update({f"mmos/{task}": value.score for task, value in sorted(by_task.items())})
                 row["mmos"] = float(np.mean([value.score for value in by_task.values()]))
                 row.update({f"soft/{name}": value for name, value in soft.items()})
-                row.update({f"mmos_soft/{task}": value.score for task, value in sorted(soft_by_task.items())})
-                row["mmos_soft"] = float(np.mean([value.score for value in soft_by_task.values()]))
+                row.update({f"mmos_soft/{task}": value for task, value in sorted(soft_by_task.items())})
+                defined = [value for value in soft_by_task.values() if not np.isnan(value)]
+                row["mmos_soft"] = float(np.mean(defined)) if defined else float("nan")
                 rows.append(row)
         write_rows(out / "parts" / f"{ref_id}.csv", rows)
         return len(rows)
