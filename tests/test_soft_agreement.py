@@ -305,3 +305,14 @@ def test_probability_maps_are_cached_small_and_read_back_to_1_in_255(tmp_path):
     np.testing.assert_array_equal(again.probs, back.probs)              # stored values are fixed points
     labels = SegmentationMask(labels=np.arange(12).reshape(3, 4) % 3)
     np.testing.assert_array_equal(load_predictions(save_predictions(tmp_path / "l", labels))[0].labels, labels.labels)
+
+
+def test_continuous_mmos_is_nan_where_a_voter_does_not_apply_and_discrete_mmos_still_refuses_nan():
+    from mlclipsim.machine.mmos import mmos, mmos_by_task
+
+    tasks = {"centernet": "detection", "nanodet": "detection", "selfie": "segmentation"}
+    scores = {"centernet": float("nan"), "nanodet": 0.8, "selfie": 0.5}
+    labels = mmos_by_task(scores, tasks, allow_nan=True)
+    assert np.isnan(labels["detection"].score) and labels["segmentation"].score == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="agreement scores"):
+        mmos({"centernet": float("nan")}, "detection")

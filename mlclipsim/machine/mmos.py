@@ -48,17 +48,25 @@ class MMOS:
                 "weights": dict(self.weights)}
 
 
-def mmos(per_model: Mapping[str, float], task: str, weights: Mapping[str, float] | None = None) -> MMOS:
+def mmos(per_model: Mapping[str, float], task: str, weights: Mapping[str, float] | None = None,
+         allow_nan: bool = False) -> MMOS:
     """Weighted mean of one task's per-model scores.
 
+    ``allow_nan=True`` is for continuous scores, which are NaN where a task does not apply to the
+    reference (e.g. a detector finds nothing on it): the task's score is then NaN when any voter's is,
+    as :func:`~mlclipsim.machine.soft_agreement.soft_task_labels` defines it.
+
     Raises:
-        ValueError: no scores, a score outside [0, 1] or NaN, a weight missing, negative, or all zero.
+        ValueError: no scores, a score outside [0, 1] or NaN (unless ``allow_nan``), a weight missing,
+            negative, or all zero.
     """
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; tasks: {TASKS}")
     if not per_model:
         raise ValueError(f"No model scores for task {task!r}")
     for name, value in per_model.items():
+        if allow_nan and isinstance(value, (float, np.floating)) and math.isnan(value):
+            continue
         if not (isinstance(value, (int, float, np.floating)) and 0.0 <= float(value) <= 1.0):
             raise ValueError(f"Score of {name!r} is {value!r}; agreement scores are floats in [0, 1]")
     if weights is None:
@@ -75,17 +83,19 @@ def mmos(per_model: Mapping[str, float], task: str, weights: Mapping[str, float]
         raise ValueError(f"The weights of task {task!r} sum to 0: {raw}")
     norm = {name: w / total for name, w in raw.items()}
     score = sum(norm[name] * float(per_model[name]) for name in per_model)
-    return MMOS(task, float(min(1.0, max(0.0, score))), {k: float(v) for k, v in per_model.items()}, norm)
+    score = score if math.isnan(score) else min(1.0, max(0.0, score))
+    return MMOS(task, float(score), {k: float(v) for k, v in per_model.items()}, norm)
 
 
 def mmos_by_task(per_model: Mapping[str, float], tasks: Mapping[str, str] | None = None,
-                 weights: Mapping[str, float] | None = None) -> dict[str, MMOS]:
+                 weights: Mapping[str, float] | None = None, allow_nan: bool = False) -> dict[str, MMOS]:
     """Group per-model scores by task and average each group.
 
     Args:
         per_model: model name -> agreement score.
         tasks: model name -> task (default: the registry's task of each name).
         weights: model name -> weight (default uniform within each task).
+        allow_nan: continuous scores may be NaN (see :func:`mmos`).
     """
     if tasks is None:
         tasks = {name: task_of(name) for name in per_model}
@@ -97,7 +107,7 @@ def mmos_by_task(per_model: Mapping[str, float], tasks: Mapping[str, str] | None
     out = {}
     for task, scores in groups.items():
         task_weights = None if weights is None else {n: weights[n] for n in scores if n in weights}
-        out[task] = mmos(scores, task, task_weights)
+        out[task] = mmos(scores, task, task_weights, allow_nan=allow_nan)
     return out
 
 
@@ -137,4 +147,4 @@ def machine_opinion(models: Sequence[Any], distorted: Sequence[np.ndarray],
             score_fn = soft_consistency if continuous else consistency
             per_image[i][model.name] = score_fn(model, d, r, score=score_name)
     tasks = {m.name: m.task for m in models}
-    return [mmos_by_task(s, tasks, weights) for s in per_image]
+    return [mmos_by_task(s, tasks, weights, allow_nan=continuous) for s in per_image]
