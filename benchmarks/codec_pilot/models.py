@@ -52,3 +52,20 @@ def rd_loss(out: dict, x: torch.Tensor, lmbda) -> tuple[torch.Tensor, torch.Tens
     mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
     loss = (bpp + lmbda * (255.0 ** 2) * mse).mean()
     return loss, bpp, mse
+
+
+def optimizer_step(model: nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer, aopt: torch.optim.Optimizer,
+                   clip_params: list | None = None, clip: float = 1.0) -> torch.Tensor:
+    """One CompressAI-example step: backward of ``loss``, optional gradient clipping of ``clip_params``,
+    the main Adam step, then the aux loss's own backward and step. Returns the aux loss."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_params is not None:
+        torch.nn.utils.clip_grad_norm_(clip_params, clip)
+    opt.step()
+    aux_loss = model.aux_loss()
+    aopt.zero_grad(set_to_none=True)
+    aux_loss.backward()
+    aopt.step()
+    return aux_loss
+

@@ -31,6 +31,7 @@ import torch
 
 from data import CropSampler, split
 from evaluate import RESULTS, codec_point, jpeg_anchor, load_set, point_vs_jpeg, prepare, bd_rate_range, pkg_bd_rate
+import models
 from models import build, param_groups, rd_loss
 
 LADDER = [0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483]
@@ -100,14 +101,7 @@ def train_one(name: str, cfg: tuple, budget: float, seed: int = 0) -> dict:
         else:
             out = model(x)
             loss, bpp, mse = rd_loss(out, x, LMBDA)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(main, 1.0)
-        opt.step()
-        al = model.aux_loss()
-        aopt.zero_grad(set_to_none=True)
-        al.backward()
-        aopt.step()
+        models.optimizer_step(model, loss, opt, aopt, clip_params=main)
         step += 1
         v = loss.item()
         ema = v if ema is None else 0.95 * ema + 0.05 * v

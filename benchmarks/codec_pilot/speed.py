@@ -21,6 +21,7 @@ import torch
 
 from data import CropSampler, split
 from evaluate import RESULTS
+import models
 from models import build, param_groups, rd_loss
 
 
@@ -39,13 +40,7 @@ def measure(arch, N, M, crop, batch, channels_last, compile_, sampler_cache, n_w
         x = s.batch(batch, channels_last=channels_last)
         out = fwd(x)
         loss, bpp, mse = rd_loss(out, x, 0.013)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        al = model.aux_loss()
-        aopt.zero_grad(set_to_none=True)
-        al.backward()
-        aopt.step()
+        models.optimizer_step(model, loss, opt, aopt)
         dt = time.process_time() - t0
         if i == 0:
             t_first = dt

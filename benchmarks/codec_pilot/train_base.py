@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import CropSampler, split  # noqa: E402
 from evaluate import codec_point, load_set, prepare  # noqa: E402
+import models  # noqa: E402
 from models import build, param_groups, rd_loss  # noqa: E402
 
 TRAIN_FIELDS = ["step", "wall_s", "cpu_s", "lr", "loss", "bpp", "mse", "psnr"]
@@ -237,15 +238,8 @@ def main(argv=None):
         else:
             outp = model(x)
             loss, bpp, mse = rd_loss(outp, x, lmbdas[0])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(main_p, 1.0)
-        opt.step()
-        sched.step()
-        al = model.aux_loss()
-        aopt.zero_grad(set_to_none=True)
-        al.backward()
-        aopt.step()
+        models.optimizer_step(model, loss, opt, aopt, clip_params=main_p)
+        sched.step()  # after the aux step: the schedule touches only the main optimiser's learning rate
         step += 1
         acc += (loss.item(), bpp.mean().item(), mse.mean().item())
         n_acc += 1

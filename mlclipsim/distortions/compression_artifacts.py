@@ -229,27 +229,20 @@ def _pillow_codec_fn(codec: str):
     return fn
 
 
-_CODEC_QUALITIES: tuple[int, ...] = (90, 70, 50, 30, 10)
-
-register_distortion(
-    Distortion(
-        name="jpeg_quality",
-        fn=_pillow_codec_fn("jpeg"),
-        severity_params=_CODEC_QUALITIES,
-        doc="Pillow JPEG quality 1..100 (rounded to an integer; 4:2:0 chroma); lower is worse.",
-        integer_param=True,
-    )
-)
-register_distortion(
-    Distortion(
-        name="webp_quality",
-        fn=_pillow_codec_fn("webp"),
-        severity_params=_CODEC_QUALITIES,
-        doc="Pillow lossy WebP quality 1..100 (rounded to an integer, method 4); lower is worse.",
-        integer_param=True,
-    )
-)
-
+# name -> (codec, qualities of severities 1..5, doc); AVIF's and JPEG XL's qualities match JPEG's PSNR
+# at each severity, and they are registered only where this Pillow writes them.
+CODEC_DISTORTIONS: dict[str, tuple[str, tuple[int, ...], str]] = {
+    "jpeg_quality": ("jpeg", (90, 70, 50, 30, 10),
+                     "Pillow JPEG quality 1..100 (rounded to an integer; 4:2:0 chroma); lower is worse."),
+    "webp_quality": ("webp", (90, 70, 50, 30, 10),
+                     "Pillow lossy WebP quality 1..100 (rounded to an integer, method 4); lower is worse."),
+    "avif_quality": ("avif", (76, 52, 43, 34, 10),
+                     "Pillow AVIF (libavif/aom, speed 6, 4:2:0) quality 1..100 (rounded to an integer); lower is "
+                     "worse."),
+    "jxl_quality": ("jxl", (90, 74, 62, 45, 10),
+                    "JPEG XL (libjxl via pillow-jxl-plugin, effort 7) quality 1..100 (rounded to an integer); "
+                    "lower is worse."),
+}
 
 def _pillow_codec_available(codec: str) -> bool:
     """Whether :func:`check_pillow_codec` would pass, without importing a plugin."""
@@ -265,24 +258,7 @@ def _pillow_codec_available(codec: str) -> bool:
     return True
 
 
-if _pillow_codec_available("avif"):
-    register_distortion(
-        Distortion(
-            name="avif_quality",
-            fn=_pillow_codec_fn("avif"),
-            severity_params=(76, 52, 43, 34, 10),
-            doc="Pillow AVIF (libavif/aom, speed 6, 4:2:0) quality 1..100 (rounded to an integer); lower is worse.",
-            integer_param=True,
-        )
-    )
-if _pillow_codec_available("jxl"):
-    register_distortion(
-        Distortion(
-            name="jxl_quality",
-            fn=_pillow_codec_fn("jxl"),
-            severity_params=(90, 74, 62, 45, 10),
-            doc="JPEG XL (libjxl via pillow-jxl-plugin, effort 7) quality 1..100 (rounded to an integer); "
-                "lower is worse.",
-            integer_param=True,
-        )
-    )
+for _name, (_codec, _qualities, _doc) in CODEC_DISTORTIONS.items():
+    if _codec in PIL_FORMATS or _pillow_codec_available(_codec):
+        register_distortion(Distortion(name=_name, fn=_pillow_codec_fn(_codec), severity_params=_qualities,
+                                       doc=_doc, integer_param=True))
