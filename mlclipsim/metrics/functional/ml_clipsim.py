@@ -68,18 +68,24 @@ COSINE_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 Reduction = Literal["mean", "sum", "none"]
 
 
+def _at_least_float32(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both tensors in their common dtype, raised to float32 at least (fp16/bf16 up, fp64 kept)."""
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    return a.to(dtype), b.to(dtype)
+
+
 def augmented_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = COSINE_EPS) -> torch.Tensor:
     """Cosine over the last dimension of [a, sqrt(eps)] and [b, sqrt(eps)]; (..., C) -> (...), in float32 or wider."""
-    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)  # fp16 up, fp64 kept
-    a, b = a.to(dtype), b.to(dtype)
+    a, b = _at_least_float32(a, b)
     dot = (a * b).sum(-1) + eps
     norms = torch.sqrt((a * a).sum(-1) + eps) * torch.sqrt((b * b).sum(-1) + eps)
     return dot / norms
 
 
 def magnitude_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = COSINE_EPS) -> torch.Tensor:
-    """Luminance-like comparison of the norms of [a, sqrt(eps)] and [b, sqrt(eps)]: (..., C) -> (...) in (0,1]."""
-    a, b = a.float(), b.float()
+    """Luminance-like comparison of the norms of [a, sqrt(eps)] and [b, sqrt(eps)]: (..., C) -> (...) in (0,1],
+    in float32 or wider like :func:`augmented_cosine`."""
+    a, b = _at_least_float32(a, b)
     norm_a = torch.sqrt((a * a).sum(-1) + eps)
     norm_b = torch.sqrt((b * b).sum(-1) + eps)
     return 2.0 * norm_a * norm_b / (norm_a * norm_a + norm_b * norm_b)
