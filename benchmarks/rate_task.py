@@ -150,7 +150,8 @@ def write_report(args: argparse.Namespace, command: list[str], summary: dict, wa
     out, report = args.out, args.report
     assets = report.with_suffix("")
     assets.mkdir(parents=True, exist_ok=True)
-    for name in ("rate_task.png", "rate_task.svg", "curves.csv", "bd_rate.csv", "rows.csv", "summary.json"):
+    for name in ("rate_task.png", "rate_task.svg", "curves.csv", "bd_rate.csv", "rows.csv", "summary.json",
+                 "rate_monotonicity.csv"):
         if (out / name).is_file():
             shutil.copyfile(out / name, assets / name)
     bd = _read_csv(out / "bd_rate.csv") if (out / "bd_rate.csv").is_file() else []
@@ -214,6 +215,8 @@ def write_report(args: argparse.Namespace, command: list[str], summary: dict, wa
     lines += [(out / "bd_rate.md").read_text() if (out / "bd_rate.md").is_file() else "(none)", ""]
     lines += ["## Mean curves", "", f"![rate-task curves]({link}/rate_task.png) ([SVG]({link}/rate_task.svg))", "",
               (out / "curves.md").read_text() if (out / "curves.md").is_file() else "(none)", ""]
+    lines += ["## Rate monotonicity per codec family", "",
+              (out / "rate_monotonicity.md").read_text() if (out / "rate_monotonicity.md").is_file() else "(none)", ""]
 
     if missed and (out / "rows.csv").is_file():
         rows = read_rows_csv(out / "rows.csv")

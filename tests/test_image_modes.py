@@ -157,3 +157,17 @@ def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
 def test_unknown_alpha_policy():
     with pytest.raises(ValueError, match="alpha policy 'grey'"):
         read_image_array("any.png", alpha="grey")
+
+
+def test_array_to_tensor_copies_a_read_only_array_instead_of_warning():
+    import warnings
+
+    from mlclipsim.core.images import array_to_tensor
+
+    array = np.full((4, 5, 3), 0.5, np.float32)
+    array.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensor = array_to_tensor(array)
+    tensor.add_(0.25)                      # writing to the tensor must not touch the caller's array
+    assert tensor.shape == (3, 4, 5) and float(array[0, 0, 0]) == 0.5

@@ -238,6 +238,7 @@ def test_rate_task_end_to_end_resumes_and_skips_a_corrupt_photo(photos, tmp_path
     psnr = next(b for b in bd if b["anchor"] == "jpeg" and b["test"] == "webp" and b["score"] == "psnr")
     assert psnr["bd_rate"] and 0 < float(psnr["overlap"]) <= 1 and psnr["method_used"] == "pchip"
     assert "Pareto filter" in (out / "bd_rate.md").read_text() and "overlap" in (out / "bd_rate.md").read_text()
+    assert "| jpeg |" in (out / "rate_monotonicity.md").read_text()
     assert (out / "rate_task.png").stat().st_size > 10_000 and b"<svg" in (out / "rate_task.svg").read_bytes()
 
     # resume: nothing is recomputed
@@ -331,3 +332,16 @@ def test_bd_rates_of_mean_curves_halving_the_rate_and_without_overlap():
     assert entries[("half", "psnr")]["overlap"] == pytest.approx(1.0)
     assert entries[("far", "psnr")]["bd_rate"] is None and entries[("far", "psnr")]["reason"] == "no overlap"
     assert entries[("half", "ms_ssim")]["bd_rate"] is None and "too few" in entries[("half", "ms_ssim")]["reason"]
+
+
+def test_rate_monotonicity_counts_photos_whose_file_shrinks_at_a_higher_point():
+    from mlclipsim.rate_task.curves import monotonicity_markdown, rate_monotonicity
+
+    bits = {("p1", "q1"): 100, ("p1", "q2"): 200, ("p1", "q3"): 300,   # monotone
+            ("p2", "q1"): 250, ("p2", "q2"): 200, ("p2", "q3"): 300,   # one inversion (q1 -> q2)
+            ("p3", "q1"): 100, ("p3", "q3"): 300}                      # q2 missing: not counted
+    rows = [{"codec": "c", "photo": photo, "point": point, "bits": b} for (photo, point), b in bits.items()]
+    [entry] = rate_monotonicity(rows, {"c": ["q1", "q2", "q3"]})
+    assert entry == {"codec": "c", "photos": 2, "monotone": 1, "inversions": 1, "pairs": 4,
+                     "photos_not_monotone": ["p2"]}
+    assert "| c | 1 of 2 | 1 / 4 | p2 |" in monotonicity_markdown([entry])

@@ -187,8 +187,14 @@ def _float_to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def array_to_tensor(array: np.ndarray) -> torch.Tensor:
-    """uint8 (H,W,3) or float (H,W,3) in [0,1] -> float32 tensor (3,H,W) in [0,1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    """uint8 (H,W,3) or float (H,W,3) in [0,1] -> float32 tensor (3,H,W) in [0,1].
+
+    A read-only array (e.g. a cached or memory-mapped image) is copied: torch cannot wrap it safely.
+    """
+    contiguous = np.ascontiguousarray(array)
+    if not contiguous.flags.writeable:
+        contiguous = contiguous.copy()
+    tensor = torch.from_numpy(contiguous).permute(2, 0, 1)
     return tensor.float().div_(255.0) if array.dtype == np.uint8 else tensor.float()
 
 

@@ -20,7 +20,7 @@ On disk, under ``out``::
     predictions/<model>/<photo file name>/reference.npz   task predictions on the photos
     failures/<photo file name>.txt                unreadable photos (reported, skipped)
     run_config.json                               size, encoder, codecs (a resume must match)
-    rows.csv, curves.csv, curves.md, bd_rate.csv, bd_rate.md, rate_task.png, rate_task.svg
+    rows.csv, curves.csv, curves.md, bd_rate.csv, bd_rate.md, rate_monotonicity.csv/.md, rate_task.png, rate_task.svg
     summary.json, history.jsonl                   counts, wall times (this run and every run)
 
 Batch scoring runs on Lightning's ``Trainer.predict`` through the data engine's
