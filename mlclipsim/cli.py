@@ -122,6 +122,10 @@ def _build_dataset_setup(parser: argparse.ArgumentParser) -> None:
                              "segmenters and face detectors among --task-models)")
     parser.add_argument("--distortions", nargs="+", default=None,
                         help="distortion types (default: every synthetic type, mlclipsim.distortions.SYNTHETIC_NAMES)")
+    parser.add_argument("--codec-distortions", nargs="+", default=[], metavar="NAME[=CHECKPOINTS]",
+                        help="codecs as extra distortion types 'codec_NAME', through their real bitstreams, "
+                             "severity 1..5 = highest..lowest rate: NAME=CHECKPOINTS for a learned family "
+                             "(e.g. mbt2018-mean-vr=runs/mbt2018-mean-vr_base.pth) or a registered codec (webp)")
     parser.add_argument("--region-pairs", type=int, default=2,
                         help="ROI-dominated severity pairs drawn per type (mirrored for background-dominated); "
                              "10 = the full MIQD product")
@@ -143,6 +147,7 @@ def _build_dataset_setup(parser: argparse.ArgumentParser) -> None:
 
 def _run_build_dataset(args: argparse.Namespace) -> int:
     from mlclipsim.data.build_dataset import DEFAULT_TASK_MODELS, BuildConfig, build_dataset
+    from mlclipsim.data.codec_distortions import parse_codec_distortions
     from mlclipsim.distortions import SYNTHETIC_NAMES
 
     config = BuildConfig(
@@ -151,6 +156,7 @@ def _run_build_dataset(args: argparse.Namespace) -> int:
         distortions=tuple(args.distortions or SYNTHETIC_NAMES),
         region_pairs=args.region_pairs, crops_per_image=args.crops_per_image, size=args.size, seed=args.seed,
         crop_scales=tuple(args.crop_scales), draws=args.draws, person_models=tuple(args.person_models),
+        codec_distortions=parse_codec_distortions(args.codec_distortions),
         processes=args.processes, threads=args.threads, shard=args.shard, limit=args.limit,
     )
     summary = build_dataset(config)

@@ -30,7 +30,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "machine": {"core", "backbones"},
     "distortions": {"core"},
     "coding": _GROUND | {"backbones", "models", "metrics", "distortions"},
-    "data": _ENGINE,
+    "data": _ENGINE | {"coding"},  # codecs as distortion types (data/codec_distortions.py)
     "training": _ENGINE | {"coding", "data"},
     "rate_task": _ENGINE | {"coding", "data"},
     "cli": _ENGINE | {"coding", "data", "training", "rate_task", "commands"},

@@ -53,6 +53,7 @@ from mlclipsim.data.manifest import read_header, read_rows, write_rows
 from mlclipsim.data.plan import DistortionSpec, plan_distortions
 from mlclipsim.data.references import DEFAULT_SIZE, ReferenceCrop, reference_crops, stable_seed
 from mlclipsim.data.roi import roi_mask, usable_roi
+from mlclipsim.data.codec_distortions import register_codec_distortions
 from mlclipsim.distortions import SYNTHETIC_NAMES, distort_regions, get_distortion, psnr
 from mlclipsim.machine.agreement import consistency
 from mlclipsim.machine.labelling import run_labelling
@@ -91,9 +92,14 @@ class BuildConfig:
     limit: int | None = None
     model_options: dict = field(default_factory=dict)
     person_models: tuple[str, ...] = ()  # vote in the MMOS only on references with a person (see below)
+    # codec name -> learned checkpoint(s), or None for a registered codec: each becomes the distortion type
+    # "codec_<name>" (data/codec_distortions.py), added to ``distortions``
+    codec_distortions: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.images, self.out = Path(self.images), Path(self.out)
+        extra = [n for n in register_codec_distortions(self.codec_distortions) if n not in self.distortions]
+        self.distortions = tuple(self.distortions) + tuple(extra)
         self.task_models = tuple(self.task_models)
         self.crop_scales = tuple(float(s) for s in self.crop_scales)
         if not self.task_models:
@@ -162,6 +168,7 @@ class DatasetLabeller:
 
     def __init__(self, config: BuildConfig) -> None:
         self.config = config
+        register_codec_distortions(config.codec_distortions)  # a spawned worker starts with an empty registry
         self.models = load_task_models(config.task_models, config.threads, config.model_options)
         self.tasks = {m.name: m.task for m in self.models}
         self.cache = PredictionCache(config.out / "predictions")
