@@ -2,7 +2,7 @@
 
     python benchmarks/machine_preference.py --dataset outputs/dataset [--encoder torchvision/mobilenet_v2]
         [--split 0.6 0.1 0.3] [--seed 0] [--clip ViT-B-32:openai ...] [--n-resamples 1000]
-        [--out benchmarks/results]
+        [--labels discrete soft] [--out benchmarks/results]
 
 Scores every image of a dataset built by ``mlclipsim build-dataset`` / ``build-pairs`` with PSNR, SSIM,
 MS-SSIM (LPIPS and DISTS when their weights exist), ML-CLIPSim on an offline encoder (calibrated, the
@@ -16,6 +16,14 @@ bootstrap CIs over test photos, PLCC and RMSE after the 5-parameter logistic fit
 split, for the mean MMOS and each task's MMOS; 2AFC on PSNR-matched pairs
 (overall and per task) and on ROI-vs-background pairs; SRCC per distortion type, per region mode and
 on the codec distortions. The encoder must not be one of the task models that made the labels.
+
+Label sets (``--labels``; default: every set the manifest carries, :mod:`mlclipsim.data.manifest`):
+every SRCC and 2AFC above is measured against the labels of each set (discrete ``mmos``,
+``mmos/<task>``, ``soft_label``...; continuous ``mmos_soft``, ``mmos_soft/<task>``,
+``soft_label@soft``...), and a table puts the sets side by side. Images and pairs whose label is NaN
+(a continuous label where its task does not apply) are dropped per target, with the counts shown.
+The breakdowns (per type, mode, severity, codec), the single-layer ablation and the region alpha
+use the overall label of the first set given.
 
 Region-weighted ML-CLIPSim (``region_weights="mask"`` with the ROI of the labelling task models'
 predictions on the reference, and ``"saliency"`` from the reference's own features, no labels) is
@@ -38,6 +46,14 @@ import torch
 from mlclipsim.backbones import EMBEDDING, MissingWeightsError
 from mlclipsim.core.images import read_image
 from mlclipsim.data.datamodules import MachineQualityDataModule, load_manifest, load_pairs
+from mlclipsim.data.manifest import (
+    LABEL_SETS,
+    label_column,
+    label_sets_of,
+    pair_label_column,
+    parse_label_column,
+    parse_pair_label_column,
+)
 from mlclipsim.data.region_scores import reference_roi_mask, region_components, region_weighted_scores
 from mlclipsim.data.score_images import dataset_image_pairs, score_baselines
 from mlclipsim.eval import bootstrap_ci, breakdown, evaluate, krcc, srcc, two_afc
@@ -56,6 +72,20 @@ def weighted(components: dict[str, np.ndarray], index: list[int], weights: np.nd
     return {path: float(values[index] @ weights) for path, values in components.items()}
 
 
+def label_targets(columns: list[str], labels: list[str]) -> list[str]:
+    """Per label set, its overall label then its task labels (manifest order)."""
+    out = []
+    for name in labels:
+        out.append(label_column(name))
+        out += [c for c in columns if (parse_label_column(c) or ("", "", ""))[:2] == (name, "task")]
+    return out
+
+
+def finite_rows(rows: list[dict], column: str) -> list[int]:
+    """Indices of the rows whose ``column`` is a finite number (NaN: the label does not apply there)."""
+    return [i for i, r in enumerate(rows) if isinstance(r.get(column), int | float) and np.isfinite(r[column])]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, required=True)
@@ -67,6 +97,8 @@ def main() -> int:
     parser.add_argument("--clip", nargs="*", default=["ViT-B-32:openai", "RN50:openai"],
                         help="CLIP backbones NAME:TAG, run when their weights are present")
     parser.add_argument("--n-resamples", type=int, default=1000)
+    parser.add_argument("--labels", nargs="+", choices=list(LABEL_SETS), default=None,
+                        help="label sets to measure against (default: every set the manifest carries)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     start = time.perf_counter()
@@ -79,12 +111,20 @@ def main() -> int:
               "this dataset; choose another encoder", file=sys.stderr)
         return 2
     rows, columns = load_manifest(root)
-    pairs, _ = load_pairs(root)
+    pairs, pair_columns = load_pairs(root)
+    present = label_sets_of(columns)
+    args.labels = list(dict.fromkeys(args.labels or present))
+    missing = [name for name in args.labels if name not in present]
+    if missing:
+        print(f"error: the manifest of {root} has no {missing} labels (it has {present}); rebuild it with "
+              "`mlclipsim build-dataset` to add them", file=sys.stderr)
+        return 2
+    primary = label_column(args.labels[0])          # breakdowns, single-layer choice, region alpha
     module = MachineQualityDataModule(root, split=tuple(args.split), seed=args.seed)
     train_photos, test_photos = set(module.photos_of("train")), set(module.photos_of("test"))
     test_rows = [r for r in rows if r["photo"] in test_photos]
     train_rows = [r for r in rows if r["photo"] in train_photos]
-    targets = ["mmos"] + [c for c in columns if c.startswith("mmos/")]
+    targets = label_targets(columns, args.labels)
     # baselines are only ever evaluated on test photos: score those (ML-CLIPSim scores every image, the
     # single-layer ablation picks its layer on the train photos)
     test_references = {r["reference_path"] for r in test_rows}
@@ -112,15 +152,17 @@ def main() -> int:
                                                                    np.ones(1))
     scores[f"ablation: uniform weights over all {len(names)} terms ({short})"] = weighted(
         components, list(range(len(names))), np.full(len(names), 1 / len(names)))
-    train_mmos = np.array([r["mmos"] for r in train_rows])
+    layer_rows = [train_rows[i] for i in finite_rows(train_rows, primary)]
+    train_mmos = np.array([r[primary] for r in layer_rows])
     best = max(encoder_scorer.layers, key=lambda layer: srcc(
-        [components[r["distorted_path"]][names.index(layer)] for r in train_rows], train_mmos))
+        [components[r["distorted_path"]][names.index(layer)] for r in layer_rows], train_mmos))
     scores[f"ablation: single layer {best} (best on train photos, {short})"] = weighted(
         components, [names.index(best)], np.ones(1))
     region = None
     if record is not None:
         region = region_weighting(root, encoder_scorer.encoder, record["weights"], build, rows, pairs,
-                                  set(module.photos_of("val")), test_photos)
+                                  set(module.photos_of("val")), test_photos, primary,
+                                  pair_label_column(args.labels[0]))
         scores.update(region.pop("scores"))
         notes.extend(region.pop("notes"))
 
@@ -138,21 +180,30 @@ def main() -> int:
                                                              np.full(len(index), 1 / len(index)))
 
     # ------------------------------------------------------------------ correlation with MMOS (test photos)
-    groups = [r["photo"] for r in test_rows]
-    results: dict = {"correlation": {}, "two_afc": {}, "by_type": {}, "by_mode": {}, "by_severity": {}, "codec": {}}
+    defined = {t: finite_rows(test_rows, t) for t in targets}   # NaN labels dropped per target
+    results: dict = {"correlation": {}, "two_afc": {}, "by_type": {}, "by_mode": {}, "by_severity": {}, "codec": {},
+                     "labels": args.labels,
+                     "label_counts": {t: {"images": len(defined[t]), "dropped": len(test_rows) - len(defined[t])}
+                                      for t in targets}}
     for metric, values in scores.items():
-        x = np.array([values[r["distorted_path"]] for r in test_rows])
-        results["correlation"][metric] = {t: correlation(x, np.array([r[t] for r in test_rows]), groups,
-                                                         args.n_resamples) for t in targets}
-        mmos = [r["mmos"] for r in test_rows]
+        results["correlation"][metric] = {}
+        for t in targets:
+            subset = [test_rows[i] for i in defined[t]]
+            x = np.array([values[r["distorted_path"]] for r in subset])
+            results["correlation"][metric][t] = correlation(x, np.array([r[t] for r in subset]),
+                                                            [r["photo"] for r in subset], args.n_resamples)
+    kept = [test_rows[i] for i in defined[primary]]   # the breakdowns: the first label set's overall label
+    for metric, values in scores.items():
+        x = np.array([values[r["distorted_path"]] for r in kept])
+        mmos = [r[primary] for r in kept]
         results["by_type"][metric] = {k: (e.result.srcc if e.result else None) for k, e in breakdown(
-            x, mmos, [r["distortion"] for r in test_rows], min_count=20).items()}
+            x, mmos, [r["distortion"] for r in kept], min_count=20).items()}
         results["by_mode"][metric] = {k: (e.result.srcc if e.result else None) for k, e in breakdown(
-            x, mmos, [r["mode"] for r in test_rows], min_count=20).items()}
-        uniform = [i for i, r in enumerate(test_rows) if r["mode"] == "uniform"]
+            x, mmos, [r["mode"] for r in kept], min_count=20).items()}
+        uniform = [i for i, r in enumerate(kept) if r["mode"] == "uniform"]
         results["by_severity"][metric] = {k: (e.result.srcc if e.result else None) for k, e in breakdown(
-            x[uniform], np.array(mmos)[uniform], [test_rows[i]["roi_severity"] for i in uniform], min_count=20).items()}
-        codec_rows = [i for i, r in enumerate(test_rows) if r["distortion"] in CODEC_TYPES]
+            x[uniform], np.array(mmos)[uniform], [kept[i]["roi_severity"] for i in uniform], min_count=20).items()}
+        codec_rows = [i for i, r in enumerate(kept) if r["distortion"] in CODEC_TYPES]
         if len(codec_rows) >= 20:
             results["codec"][metric] = srcc(x[codec_rows], np.array(mmos)[codec_rows])
 
@@ -161,22 +212,47 @@ def main() -> int:
         subset = [p for p in pairs if p["kind"] == kind and p["photo"] in test_photos]
         if not subset:
             continue
-        label_columns = ["soft_label"] + sorted(k for k in subset[0] if k.startswith("soft_label/"))
+        label_columns = []
+        for name in args.labels:   # per label set: the overall soft label, then per task
+            overall = pair_label_column(name)
+            if overall not in pair_columns:
+                notes.append(f"The pairs carry no {name} labels ({overall}); rerun `mlclipsim build-pairs` on the "
+                             "dataset to add them.")
+                continue
+            label_columns += [overall] + sorted(c for c in pair_columns if c.startswith("soft_label/")
+                                                and c.endswith(LABEL_SETS[name].pair_suffix)
+                                                and "@" not in c[:len(c) - len(LABEL_SETS[name].pair_suffix)])
+        if not label_columns:
+            continue
         results["two_afc"][kind] = {}
+        results.setdefault("pair_counts", {})[kind] = {}
+        for column in label_columns:
+            keep = finite_rows(subset, column)
+            results["pair_counts"][kind][column] = {"pairs": len(keep), "dropped": len(subset) - len(keep)}
         for metric, values in scores.items():
-            a = [values[p["a_path"]] for p in subset]
-            b = [values[p["b_path"]] for p in subset]
-            results["two_afc"][kind][metric] = {
-                column: two_afc(a, b, [p[column] for p in subset], groups=[p["photo"] for p in subset],
-                                n_resamples=args.n_resamples).to_dict()
-                for column in label_columns}
+            results["two_afc"][kind][metric] = {}
+            for column in label_columns:
+                chosen = [subset[i] for i in finite_rows(subset, column)]
+                if not chosen:
+                    continue
+                results["two_afc"][kind][metric][column] = two_afc(
+                    [values[p["a_path"]] for p in chosen], [values[p["b_path"]] for p in chosen],
+                    [p[column] for p in chosen], groups=[p["photo"] for p in chosen],
+                    n_resamples=args.n_resamples).to_dict()
 
     # how well do the task models agree with each other? (a ceiling for any metric of one task's MMOS)
-    model_columns = [c for c in columns if c.startswith("consistency/")]
-    results["label_agreement"] = {
-        f"{a.split('/', 1)[1]} ~ {b.split('/', 1)[1]}": srcc([r[a] for r in test_rows], [r[b] for r in test_rows])
-        for i, a in enumerate(model_columns + targets[1:]) for b in (model_columns + targets[1:])[i + 1:]
-        if a.split("/")[0] == b.split("/")[0]}
+    results["label_agreement"] = {}
+    for name in args.labels:
+        model_columns = [c for c in columns if (parse_label_column(c) or ("", "", ""))[:2] == (name, "model")]
+        task_columns = [c for c in targets if (parse_label_column(c) or ("", "", ""))[:2] == (name, "task")]
+        prefix = "" if name == "discrete" else f"{name}: "
+        for i, a in enumerate(model_columns + task_columns):
+            for b in (model_columns + task_columns)[i + 1:]:
+                if a.split("/")[0] != b.split("/")[0]:
+                    continue
+                both = [r for r in test_rows if np.isfinite(r[a]) and np.isfinite(r[b])]
+                results["label_agreement"][f"{prefix}{a.split('/', 1)[1]} ~ {b.split('/', 1)[1]}"] = srcc(
+                    [r[a] for r in both], [r[b] for r in both])
 
     if region is not None:
         results["region_weighting"] = region
@@ -186,8 +262,10 @@ def main() -> int:
 
 
 def region_weighting(root: Path, encoder, layer_weights: dict[str, float], build: dict, rows: list[dict],
-                     pairs: list[dict], val_photos: set[str], test_photos: set[str]) -> dict:
-    """Region-weighted calibrated ML-CLIPSim: alpha chosen on the validation photos, scores of val + test images.
+                     pairs: list[dict], val_photos: set[str], test_photos: set[str], target: str = "mmos",
+                     pair_label: str = "soft_label") -> dict:
+    """Region-weighted calibrated ML-CLIPSim: alpha chosen on the validation photos (SRCC with ``target``,
+    2AFC against ``pair_label``; NaN labels left out), scores of val + test images.
 
     Returns ``{"scores": {row name: {path: score}}, "notes": [...], "sweep": ..., "alpha": ..., "check": ...}``.
     """
@@ -210,16 +288,18 @@ def region_weighting(root: Path, encoder, layer_weights: dict[str, float], build
                            f"(max difference {mismatch:.4g}); is the dataset complete?")
 
     val_rows = [r for r in rows if r["photo"] in val_photos]
+    val_rows = [val_rows[i] for i in finite_rows(val_rows, target)]
     val_pairs = [p for p in pairs if p["kind"] == "roi_vs_background" and p["photo"] in val_photos]
+    val_pairs = [val_pairs[i] for i in finite_rows(val_pairs, pair_label)]
     sweep: dict = {}
     chosen: dict = {}
     for source in REGION_ROWS:
         sweep[source] = {}
         for alpha in REGION_ALPHAS:
             values = region_weighted_scores(stats, source, count, weights, alpha)
-            val_srcc = srcc([values[r["distorted_path"]] for r in val_rows], [r["mmos"] for r in val_rows])
+            val_srcc = srcc([values[r["distorted_path"]] for r in val_rows], [r[target] for r in val_rows])
             val_acc = two_afc([values[p["a_path"]] for p in val_pairs], [values[p["b_path"]] for p in val_pairs],
-                              [p["soft_label"] for p in val_pairs]).accuracy if val_pairs else None
+                              [p[pair_label] for p in val_pairs]).accuracy if val_pairs else None
             sweep[source][alpha] = {"val_srcc": val_srcc, "val_roi_bg_accuracy": val_acc}
         chosen[source] = max(REGION_ALPHAS, key=lambda a, e=sweep[source]: (
             e[a]["val_srcc"] + (e[a]["val_roi_bg_accuracy"] or 0.0)) / 2)
@@ -289,6 +369,10 @@ def write_report(args, results, scores, notes, build, targets, train_photos, tes
     pixel_best = {t: max(results["correlation"][m.upper()][t]["srcc"]["estimate"]
                          for m in PIXEL_METRICS if m.upper() in results["correlation"]) for t in targets}
     calibrated = next((m for m in metrics if m.endswith("calibrated") and "uncalibrated" not in m), None)
+    # the pair label of the first label set the pairs carry (soft_label unless --labels puts another first)
+    lead = {kind: next((pair_label_column(name) for name in results["labels"]
+                        if pair_label_column(name) in next(iter(entries.values()))), None)
+            for kind, entries in results["two_afc"].items()}
     lines += ["## Targets", ""]
     if calibrated:
         for t in targets:
@@ -297,15 +381,16 @@ def write_report(args, results, scores, notes, build, targets, train_photos, tes
             lines.append(f"- SRCC on {t}: calibrated {value:.3f} vs best pixel metric {pixel_best[t]:.3f}: "
                          f"{gap:+.3f} (target >= +0.25: {'met' if gap >= 0.25 else 'MISSED'})")
         if "psnr_matched" in results["two_afc"]:
-            acc = results["two_afc"]["psnr_matched"][calibrated]["soft_label"]["accuracy"]
-            lines.append(f"- 2AFC accuracy on PSNR-matched pairs: {acc:.3f} (target >= 0.80: "
+            acc = results["two_afc"]["psnr_matched"][calibrated][lead["psnr_matched"]]["accuracy"]
+            lines.append(f"- 2AFC accuracy on PSNR-matched pairs ({lead['psnr_matched']}): {acc:.3f} (target >= 0.80: "
                          f"{'met' if acc >= 0.8 else 'MISSED'})")
     if "roi_vs_background" in results["two_afc"] and "region_weighting" in results:
         for m in (calibrated, *REGION_ROWS.values()):
-            acc = results["two_afc"]["roi_vs_background"][m]["soft_label"]["accuracy"]
+            acc = results["two_afc"]["roi_vs_background"][m][lead["roi_vs_background"]]["accuracy"]
             lines.append(f"- 2AFC accuracy on ROI-vs-background pairs, {m}: {acc:.3f} (target for region-weighted "
                          f"ML-CLIPSim >= 0.80: {'met' if acc >= 0.8 else 'MISSED'})")
     lines.append("")
+    lines += side_by_side(results, metrics, targets)
 
     if "region_weighting" in results:
         sweep = results["region_weighting"]["sweep"]
@@ -341,7 +426,9 @@ def write_report(args, results, scores, notes, build, targets, train_photos, tes
         lines.append("")
 
     for t in targets:
+        count = results["label_counts"][t]
         lines += [f"## Correlation with {t} (test photos)", "",
+                  f"{count['images']} test images ({count['dropped']} with a NaN label left out).", "",
                   "| metric | SRCC [95% CI] | KRCC [95% CI] | PLCC | RMSE |", "| --- | ---: | ---: | ---: | ---: |"]
         for m in metrics:
             e = results["correlation"][m][t]
@@ -354,21 +441,29 @@ def write_report(args, results, scores, notes, build, targets, train_photos, tes
         if kind not in results["two_afc"]:
             continue
         first = next(iter(results["two_afc"][kind].values()))
-        columns = list(first)
-        n = first["soft_label"]["n"]
-        lines += [f"## {title}", "", f"{n} pairs on test photos. Accuracy against the majority label (ties left out), "
-                  "then agreement with the soft label; per task: accuracy against that task's models.", "",
-                  "| metric | accuracy [95% CI] | soft agreement | " + " | ".join(c.split("/")[-1] for c in columns[1:])
-                  + " |", "| --- | ---: | ---: |" + " ---: |" * (len(columns) - 1)]
+        main_label = lead[kind]
+        columns = [c for c in first if c != main_label]
+        n = first[main_label]["n"]
+        counts = results["pair_counts"][kind]
+        lines += [f"## {title}", "", f"{n} pairs on test photos with a defined {main_label}. Accuracy against the "
+                  f"majority of {main_label} (ties left out), then agreement with it; the other columns: accuracy "
+                  "against each other pair label (per task: that task's models; `@soft`: the continuous labels), "
+                  "pairs with a NaN label left out (pairs per column: "
+                  + ", ".join(f"{c} {v['pairs']}" for c, v in counts.items()) + ").", "",
+                  "| metric | accuracy [95% CI] | soft agreement | " + " | ".join(c.replace("soft_label/", "")
+                                                                              for c in columns)
+                  + " |", "| --- | ---: | ---: |" + " ---: |" * len(columns)]
         for m in metrics:
             e = results["two_afc"][kind][m]
-            ci = e["soft_label"]["accuracy_ci"]
-            acc = f"{e['soft_label']['accuracy']:.3f}" + (f" [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "")
-            lines.append(f"| {m} | {acc} | {e['soft_label']['soft_agreement']:.3f} | "
-                         + " | ".join(f"{e[c]['accuracy']:.3f}" for c in columns[1:]) + " |")
+            ci = e[main_label]["accuracy_ci"]
+            acc = f"{e[main_label]['accuracy']:.3f}" + (f" [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "")
+            lines.append(f"| {m} | {acc} | {e[main_label]['soft_agreement']:.3f} | "
+                         + " | ".join(f"{e[c]['accuracy']:.3f}" for c in columns) + " |")
         lines.append("")
 
     types = sorted({r["distortion"] for r in test_rows})
+    lines += [f"Breakdowns below: SRCC with {label_column(results['labels'][0])} (the first label set's overall "
+              "label; rows where it is NaN left out).", ""]
     lines += ["## SRCC with the mean MMOS per distortion type (test photos)", "",
               "| metric | " + " | ".join(types) + " |", "| --- |" + " ---: |" * len(types)]
     for m in metrics:
@@ -398,6 +493,47 @@ def write_report(args, results, scores, notes, build, targets, train_photos, tes
     print("\n".join(lines))
 
 
+def side_by_side(results: dict, metrics: list[str], targets: list[str]) -> list[str]:
+    """The label sets side by side: SRCC with the overall and each task's label, and 2AFC accuracy against
+    each pair label, per label set, with the images / pairs left for each (NaN labels dropped)."""
+    labels = results["labels"]
+    groups: dict[tuple[str, str | None], list[str]] = {}
+    for t in targets:
+        name, kind, what = parse_label_column(t)
+        groups.setdefault((kind, what), []).append(t)
+    order = [t for group in groups.values() for t in group]
+    counts = results["label_counts"]
+    lines = [f"## Label sets side by side ({', '.join(labels)}; test photos)", "",
+             "SRCC with the overall label and each task's label of every label set; the first row gives the test "
+             "images each label is defined on (NaN labels dropped, their count in brackets).", "",
+             "| metric | " + " | ".join(order) + " |", "| --- |" + " ---: |" * len(order),
+             "| images (NaN dropped) | " + " | ".join(f"{counts[t]['images']} ({counts[t]['dropped']})" for t in order)
+             + " |"]
+    for m in metrics:
+        lines.append(f"| {m} | " + " | ".join(f"{results['correlation'][m][t]['srcc']['estimate']:.3f}"
+                                              for t in order) + " |")
+    lines.append("")
+    for kind, entries in results["two_afc"].items():
+        first = next(iter(entries.values()))
+        columns = sorted(first, key=lambda c: (c.split("@")[0] != "soft_label", c.split("@")[0],
+                                               labels.index(parse_pair_set(c)) if parse_pair_set(c) in labels else 0))
+        pair_counts = results["pair_counts"][kind]
+        lines += [f"2AFC accuracy on {kind} pairs (test photos) against each label set's pair labels:", "",
+                  "| metric | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns),
+                  "| pairs (NaN dropped) | " + " | ".join(f"{pair_counts[c]['pairs']} ({pair_counts[c]['dropped']})"
+                                                         for c in columns) + " |"]
+        for m in metrics:
+            lines.append(f"| {m} | " + " | ".join(f"{entries[m][c]['accuracy']:.3f}" for c in columns) + " |")
+        lines.append("")
+    return lines
+
+
+def parse_pair_set(column: str) -> str:
+    """The label set of a pairs.csv label column (``soft_label/detection@soft`` -> ``soft``)."""
+    parsed = parse_pair_label_column(column)
+    return parsed[0] if parsed else ""
+
+
 def plot(out: Path, results, scores, metrics, targets, test_rows) -> None:
     import matplotlib
 
@@ -407,13 +543,15 @@ def plot(out: Path, results, scores, metrics, targets, test_rows) -> None:
     columns = 3
     rows_count = int(np.ceil(len(metrics) / columns))
     figure, axes = plt.subplots(rows_count, columns, figsize=(4.2 * columns, 3.6 * rows_count), squeeze=False)
-    mmos = np.array([r["mmos"] for r in test_rows])
+    primary = targets[0]   # the first label set's overall label
+    shown = [r for r in test_rows if np.isfinite(r[primary])]
+    mmos = np.array([r[primary] for r in shown])
     for ax, m in zip(axes.flat, metrics):
-        x = np.array([scores[m][r["distorted_path"]] for r in test_rows])
+        x = np.array([scores[m][r["distorted_path"]] for r in shown])
         ax.scatter(x, mmos, s=3, alpha=0.3)
-        ax.set_title(f"{m[:48]}\nSRCC {results['correlation'][m]['mmos']['srcc']['estimate']:.3f}", fontsize=8)
+        ax.set_title(f"{m[:48]}\nSRCC {results['correlation'][m][primary]['srcc']['estimate']:.3f}", fontsize=8)
         ax.set_xlabel("metric", fontsize=7)
-        ax.set_ylabel("mean MMOS", fontsize=7)
+        ax.set_ylabel(primary, fontsize=7)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     figure.tight_layout()

@@ -49,11 +49,11 @@ import torch
 from PIL import Image
 
 from mlclipsim.core.images import ImageReadError, list_images, read_image_array, refuse_stem_clashes
+from mlclipsim.data.codec_distortions import register_codec_distortions
 from mlclipsim.data.manifest import read_header, read_rows, write_rows
 from mlclipsim.data.plan import DistortionSpec, plan_distortions
 from mlclipsim.data.references import DEFAULT_SIZE, ReferenceCrop, reference_crops, stable_seed
 from mlclipsim.data.roi import roi_mask, usable_roi
-from mlclipsim.data.codec_distortions import register_codec_distortions
 from mlclipsim.distortions import SYNTHETIC_NAMES, distort_regions, get_distortion, psnr
 from mlclipsim.machine.agreement import consistency
 from mlclipsim.machine.labelling import run_labelling

@@ -16,7 +16,21 @@ Two kinds of pair, both written to ``pairs.csv`` in the dataset folder:
 Labels, from the same task models as the dataset (their cached reference predictions are reused):
 ``soft_label`` is the share of models whose consistency on A is higher than on B (ties count 1/2);
 ``majority_label`` is 1 when soft_label > 1/2 (A preferred), 0 when < 1/2, and 1/2 for a tie;
-``soft_label/<task>`` is the same share within one task's models.
+``soft_label/<task>`` is the same share within one task's models. Per image the scores they come
+from are kept (``a_consistency/<model>``, ``b_consistency/<model>``).
+
+Label sets (:data:`mlclipsim.data.manifest.LABEL_SETS`): the labels above are the ``discrete`` set.
+Where the manifest carries the continuous ``soft/<model>`` columns, every pair also gets the same
+labels from the continuous scores, under the same names with the suffix ``@soft``:
+``soft_label@soft``, ``majority_label@soft``, ``soft_label/<task>@soft``, from ``a_soft/<model>``,
+``b_soft/<model>`` (:func:`mlclipsim.machine.soft_agreement.soft_consistency`, the builder's own
+scoring; the PSNR-matched images are scored here, ROI-vs-background pairs read the manifest). They
+follow the manifest's continuous labels: the person models of the build (``person_models``) vote only
+on references where a COCO detector finds a person, a task whose voters are not all defined on both
+images (NaN: e.g. a detector finds nothing on the reference) drops out, and a pair with no task left
+is NaN (``mlclipsim.data.datamodules`` drops such pairs with a warning). ``pairs_info.json`` records
+the label sets the pairs carry (``label_sets``). A dataset without ``soft/`` columns gets the discrete
+labels only, as before.
 Resumable per reference (``pair_parts/<reference_id>.csv``), deterministic, and run through
 :mod:`mlclipsim.machine.labelling`.
 """
@@ -34,12 +48,15 @@ import torch
 from PIL import Image
 
 from mlclipsim.core.images import read_image_array
-from mlclipsim.data.manifest import read_rows, score_columns, write_rows
+from mlclipsim.data.build_dataset import has_person
+from mlclipsim.data.codec_distortions import register_codec_distortions
+from mlclipsim.data.manifest import LABEL_SETS, label_column, pair_label_column, read_header, read_rows, write_rows
 from mlclipsim.data.references import stable_seed
 from mlclipsim.distortions import PSNRMatchError, distort_with_param, get_distortion, match_psnr, psnr
 from mlclipsim.machine.agreement import consistency
 from mlclipsim.machine.labelling import run_labelling
 from mlclipsim.machine.prediction_cache import PredictionCache, load_task_models
+from mlclipsim.machine.soft_agreement import soft_consistency
 
 PAIR_COLUMNS = ("pair_id", "kind", "reference_id", "photo", "reference_path", "a_path", "b_path",
                 "a_distortion", "b_distortion", "a_mode", "b_mode", "a_roi_severity", "a_bg_severity",
@@ -68,8 +85,19 @@ class PairsConfig:
         build = json.loads(info.read_text())["config"]
         self.task_models = tuple(build["task_models"])
         self.model_options = build.get("model_options", {})
+        self.codec_distortions = build.get("codec_distortions", {})
+        register_codec_distortions(self.codec_distortions)
         if self.distortions is None:
             self.distortions = tuple(build["distortions"])
+        self.person_models = tuple(build.get("person_models", ()))
+        self.label_sets = pair_label_sets(read_header(self.dataset / "manifest.csv"), self.task_models)
+
+
+def pair_label_sets(columns: list[str], task_models: tuple[str, ...]) -> tuple[str, ...]:
+    """The label sets whose per-model columns the manifest holds for every task model (discrete always)."""
+    columns = set(columns)
+    return ("discrete", *(name for name in LABEL_SETS if name != "discrete"
+                          and all(label_column(name, model=m) in columns for m in task_models)))
 
 
 def preference(scores_a: dict[str, float], scores_b: dict[str, float]) -> float:
@@ -79,7 +107,30 @@ def preference(scores_a: dict[str, float], scores_b: dict[str, float]) -> float:
 
 
 def majority(soft: float) -> float:
+    """1 (A preferred), 0 (B) or 1/2 (tie) from a soft label; NaN stays NaN."""
+    if np.isnan(soft):
+        return float("nan")
     return 1.0 if soft > 0.5 else 0.0 if soft < 0.5 else 0.5
+
+
+def defined_preference(scores_a: dict[str, float], scores_b: dict[str, float], tasks: dict[str, str],
+                       voters: list[str]) -> tuple[float, dict[str, float]]:
+    """Overall and per-task preference for A from continuous scores that may be NaN.
+
+    A task's preference is NaN where any of its voters is NaN on either image (as the manifest's
+    ``mmos_soft/<task>``); the overall one is the share over the voters of the defined tasks (NaN if none)."""
+    per_task: dict[str, float] = {}
+    counted: list[str] = []
+    for task in sorted(set(tasks.values())):
+        names = [m for m in voters if tasks[m] == task]
+        if not names or any(np.isnan(scores_a[m]) or np.isnan(scores_b[m]) for m in names):
+            per_task[task] = float("nan")
+            continue
+        per_task[task] = preference({m: scores_a[m] for m in names}, {m: scores_b[m] for m in names})
+        counted += names
+    if not counted:
+        return float("nan"), per_task
+    return preference({m: scores_a[m] for m in counted}, {m: scores_b[m] for m in counted}), per_task
 
 
 class PairsLabeller:
@@ -87,6 +138,7 @@ class PairsLabeller:
 
     def __init__(self, config: PairsConfig) -> None:
         self.config = config
+        register_codec_distortions(config.codec_distortions)  # a spawned worker starts with an empty registry
         self.models = load_task_models(config.task_models, config.threads, config.model_options)
         self.tasks = {m.name: m.task for m in self.models}
         self.cache = PredictionCache(config.dataset / "predictions")
@@ -101,6 +153,9 @@ class PairsLabeller:
         reference = read_image_array(self.config.dataset / first["reference_path"])
         reference_preds = {m.name: self.cache.predict(m, reference_id, ["reference"], [reference])[0]
                            for m in self.models}
+        # the voters of the continuous labels, as in the manifest (person models only where a person is found)
+        self.voters = [m.name for m in self.models
+                       if m.name not in self.config.person_models or has_person(reference_preds)]
         pairs = self._psnr_matched(reference_id, first, reference, reference_preds)
         if self.config.include_roi_vs_background:
             pairs += self._roi_vs_background(rows)
@@ -115,6 +170,16 @@ class PairsLabeller:
         for task in sorted(set(self.tasks.values())):
             names = [m for m in scores_a if self.tasks[m] == task]
             out[f"soft_label/{task}"] = preference({m: scores_a[m] for m in names}, {m: scores_b[m] for m in names})
+        return out
+
+    def _set_labels(self, labels: str, scores_a: dict[str, float], scores_b: dict[str, float]) -> dict:
+        """The pair labels of a label set other than discrete (suffixed names; module docstring)."""
+        prefix = LABEL_SETS[labels].model_prefix
+        soft, per_task = defined_preference(scores_a, scores_b, self.tasks, self.voters)
+        out = {f"a_{prefix}/{m}": v for m, v in scores_a.items()}
+        out.update({f"b_{prefix}/{m}": v for m, v in scores_b.items()})
+        out.update({pair_label_column(labels): soft, pair_label_column(labels, majority=True): majority(soft)})
+        out.update({pair_label_column(labels, task=task): value for task, value in per_task.items()})
         return out
 
     def _psnr_matched(self, reference_id: str, first: dict, reference: np.ndarray, reference_preds: dict) -> list:
@@ -150,11 +215,14 @@ class PairsLabeller:
                 images.append(array)
                 paths.append(path)
             keys = [f"{pair_id}_a", f"{pair_id}_b"]
-            scores = {}
+            scores, continuous = {}, {}
             for model in self.models:
                 pred_a, pred_b = self.cache.predict(model, reference_id, keys, images)
                 scores[model.name] = (consistency(model.task, pred_a, reference_preds[model.name]),
                                       consistency(model.task, pred_b, reference_preds[model.name]))
+                if "soft" in config.label_sets:
+                    continuous[model.name] = (soft_consistency(model, pred_a, reference_preds[model.name]),
+                                              soft_consistency(model, pred_b, reference_preds[model.name]))
             row = {
                 "pair_id": pair_id, "kind": "psnr_matched", "reference_id": reference_id, "photo": first["photo"],
                 "reference_path": first["reference_path"],
@@ -167,11 +235,14 @@ class PairsLabeller:
                 "b_psnr": psnr(images[1].astype(np.float32) / 255.0, reference_float),
             }
             row.update(self._labels({m: s[0] for m, s in scores.items()}, {m: s[1] for m, s in scores.items()}))
+            if continuous:
+                row.update(self._set_labels("soft", {m: s[0] for m, s in continuous.items()},
+                                            {m: s[1] for m, s in continuous.items()}))
             pairs.append(row)
         return pairs
 
     def _roi_vs_background(self, rows: list[dict]) -> list:
-        models = [c.split("/", 1)[1] for c in score_columns(rows[0], "consistency")]
+        models = [c.split("/", 1)[1] for c in rows[0] if c.startswith("consistency/")]
         by_key = {(r["distortion"], r["mode"], r["roi_severity"], r["bg_severity"]): r for r in rows}
         pairs = []
         for (name, mode, roi, bg), b_row in sorted(by_key.items()):
@@ -191,6 +262,10 @@ class PairsLabeller:
             }
             row.update(self._labels({m: a_row[f"consistency/{m}"] for m in models},
                                     {m: b_row[f"consistency/{m}"] for m in models}))
+            for labels in self.config.label_sets[1:]:
+                columns = {m: label_column(labels, model=m) for m in models}
+                row.update(self._set_labels(labels, {m: float(a_row[c]) for m, c in columns.items()},
+                                            {m: float(b_row[c]) for m, c in columns.items()}))
             pairs.append(row)
         return pairs
 
@@ -200,7 +275,7 @@ def build_pairs(config: PairsConfig) -> dict:
     start = time.perf_counter()
     references = sorted({r["reference_id"] for r in read_rows(config.dataset / "manifest.csv")})
     parts = config.dataset / "pair_parts"
-    pending = [ref for ref in references if not (parts / f"{ref}.csv").is_file()]
+    pending = [ref for ref in references if not _part_done(parts / f"{ref}.csv", config.label_sets)]
     run_labelling(PairsLabeller, config, pending, config.processes, config.threads)
     rows = []
     for part in sorted(parts.glob("*.csv")):
@@ -212,6 +287,10 @@ def build_pairs(config: PairsConfig) -> dict:
     summary = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "references_processed_this_run": len(pending), "pairs": dict(counts),
+        "label_sets": {labels: {"soft_label": pair_label_column(labels),
+                                "majority_label": pair_label_column(labels, majority=True),
+                                "per_task": pair_label_column(labels, task="<task>")}
+                       for labels in config.label_sets},
         "seconds_this_run": round(time.perf_counter() - start, 1),
         "machine": f"{torch.get_num_threads()} torch threads",
     }
@@ -219,6 +298,15 @@ def build_pairs(config: PairsConfig) -> dict:
     with (config.dataset / "pairs_history.jsonl").open("a") as history:
         history.write(json.dumps(summary) + "\n")
     return summary
+
+
+def _part_done(path: Path, label_sets: tuple[str, ...]) -> bool:
+    """A reference's part exists with the labels of every label set (a part written before the manifest
+    had a label set is redone; its images and predictions are reused). A part without pairs is done."""
+    if not path.is_file():
+        return False
+    header = set(read_header(path))
+    return "soft_label" not in header or {pair_label_column(labels) for labels in label_sets} <= header
 
 
 def pair_columns(rows: list[dict]) -> list[str]:

@@ -7,8 +7,9 @@
 The image goes through the codec's real bitstream (:meth:`mlclipsim.coding.interface.Codec.code`): what
 a receiver decodes, not a forward pass with simulated quantisation. Severity 1 is the codec's
 highest-rate default operating point and severity 5 its lowest; in between, points evenly spaced along
-those (a variable-rate learned model with five lambdas uses all five; WebP its qualities 90, 70, 40, 20, 5). The parameter is the
-index of the point in the ladder (lowest rate first), an integer, so PSNR matching works on that grid.
+those (a variable-rate learned model with five lambdas uses all five; WebP its qualities 90, 70, 40, 20,
+5). The parameter is the index of the point in the ladder (lowest rate first), an integer, so PSNR
+matching works on that grid.
 
 The registration lives in the data engine, above the codecs, because the distortion registry sits
 below them; a dataset build records the mapping (``BuildConfig.codec_distortions``), and every worker

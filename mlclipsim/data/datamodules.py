@@ -5,13 +5,19 @@ distorted image, written by ``mlclipsim build-dataset``) and, optionally, ``pair
 preference pair, written by ``mlclipsim build-pairs``); paths in both are relative to the folder.
 
 - :class:`MachineQualityDataset` yields ``(distorted, reference, target)`` items for regression on a
-  machine-quality score (``mmos``, ``mmos/<task>`` or ``consistency/<model>``).
+  machine-quality score (``mmos``, ``mmos/<task>`` or ``consistency/<model>``, or the continuous
+  ``mmos_soft``, ``mmos_soft/<task>``, ``soft/<model>``; ``labels="soft"`` picks the continuous
+  column of a target named either way: :mod:`mlclipsim.data.manifest` lists the label sets).
 - :class:`PreferencePairsDataset` yields ``(reference, a, b, soft_label, majority_label)`` items for
   calibrating and checking a metric on machine-preference pairs.
 - :class:`MachineQualityDataModule` and :class:`PreferencePairsDataModule` split either BY PHOTO:
   both shuffle the distinct photos of the *manifest* with :func:`~mlclipsim.data.manifest.split_by_photo`
   and the same ``split`` and ``seed``, so for one folder and seed the two modules hold out the same
   photos, and every crop, distorted image and pair of a photo lands in the split of its photo.
+
+Rows whose target is NaN (a continuous label where its task does not apply, e.g. detection where
+the detectors find nothing on the clean reference) are dropped with one warning saying how many: a
+NaN never reaches a loss or a correlation. A missing or non-numeric target is an error.
 
 Images are float tensors (3,H,W) in [0,1]. With ``image_size=S`` every image is resized (bilinear,
 antialiased) to SxS so a batch stacks to (B,3,S,S); with ``image_size=None`` images keep their size
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -33,7 +40,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from mlclipsim.core.images import read_image
-from mlclipsim.data.manifest import read_header, read_rows, split_by_photo
+from mlclipsim.data.manifest import (
+    parse_label_column,
+    parse_pair_label_column,
+    read_header,
+    read_rows,
+    resolve_pair_target,
+    resolve_target,
+    split_by_photo,
+)
 
 MANIFEST_FILE = "manifest.csv"
 PAIRS_FILE = "pairs.csv"
@@ -90,15 +105,28 @@ def _require_columns(path: Path, columns: Sequence[str], required: Iterable[str]
 
 
 def manifest_score_columns(columns: Iterable[str]) -> list[str]:
-    """Columns a :class:`MachineQualityDataset` can take as target: mmos, mmos/<task>, consistency/<model>."""
-    columns = list(columns)
-    return [c for c in columns if c == "mmos" or c.startswith(("mmos/", "consistency/"))]
+    """Columns a :class:`MachineQualityDataset` can take as target: the label columns of every label set
+    (mmos, mmos/<task>, consistency/<model>; mmos_soft, mmos_soft/<task>, soft/<model>)."""
+    return [c for c in columns if parse_label_column(c) is not None]
 
 
 def pair_label_columns(columns: Iterable[str]) -> list[str]:
-    """Columns a :class:`PreferencePairsDataset` can take as target: soft_label, soft_label/<task>, majority_label."""
-    columns = list(columns)
-    return [c for c in columns if c in ("soft_label", "majority_label") or c.startswith("soft_label/")]
+    """Columns a :class:`PreferencePairsDataset` can take as target: soft_label, soft_label/<task>,
+    majority_label, and the same with a label set's suffix (soft_label@soft, ...)."""
+    return [c for c in columns if parse_pair_label_column(c) is not None]
+
+
+def drop_nan_targets(rows: Sequence[dict], target: str, what: str = "rows") -> list[dict]:
+    """``rows`` without those whose ``target`` is NaN, with one warning saying how many and why."""
+    rows = list(rows)
+    kept = [row for row in rows if not (isinstance(row.get(target), float) and math.isnan(row[target]))]
+    dropped = len(rows) - len(kept)
+    if dropped:
+        warnings.warn(f"Dropped {dropped} of {len(rows)} {what} whose target {target!r} is NaN: the label is "
+                      "undefined there (a continuous label whose task does not apply, e.g. detection where the "
+                      f"detectors find nothing on the clean reference); {len(kept)} remain.", UserWarning,
+                      stacklevel=3)
+    return kept
 
 
 class ListImagesCollate:
@@ -139,6 +167,7 @@ class _ImageRowsDataset(Dataset):
             if target not in valid:
                 raise ValueError(f"Unknown target column {target!r}; the score columns of these {self.what} "
                                  f"are {valid}.")
+        self.rows = drop_nan_targets(self.rows, target, self.what)
         bad = [i for i, row in enumerate(self.rows) if not _is_number(row.get(target, ""))]
         if bad:
             raise ValueError(f"{len(bad)} of {len(self.rows)} {self.what} have no numeric {target!r} "
@@ -172,11 +201,16 @@ class MachineQualityDataset(_ImageRowsDataset):
         rows: manifest rows (e.g. one split), as read by :func:`load_manifest`.
         root: the dataset folder the row paths are relative to.
         target: the score column to predict: ``"mmos"`` (default), ``"mmos/<task>"`` or
-            ``"consistency/<model>"``; an unknown column raises ValueError listing the valid ones.
+            ``"consistency/<model>"``, a continuous one (``"mmos_soft"``, ...), or a bare task name; an
+            unknown column raises ValueError listing the valid ones. Rows where it is NaN are dropped
+            (one warning).
         image_size: resize both images to image_size x image_size (bilinear, antialiased) so that
             items stack; None keeps the sizes and ``collate_fn`` then returns lists for the images.
         transform: applied as ``transform(distorted, reference)`` before resizing (see :data:`Transform`).
         columns: the columns of the whole manifest (to validate ``target`` when ``rows`` is empty).
+        labels: the label set (``"discrete"``, ``"soft"``; :data:`~mlclipsim.data.manifest.LABEL_SETS`)
+            that ``target`` is read in: ``target="mmos/detection", labels="soft"`` reads
+            ``mmos_soft/detection``. None (default) takes ``target`` as the column name.
 
     Items: ``distorted`` and ``reference`` (3,H,W) float in [0,1]; ``target`` float32 scalar tensor;
     ``index`` (position in ``rows``); ``reference_id``, ``photo``, ``distortion``, ``mode`` (str);
@@ -189,8 +223,9 @@ class MachineQualityDataset(_ImageRowsDataset):
 
     def __init__(self, rows: Sequence[dict], root: str | os.PathLike, target: str = "mmos",
                  image_size: int | None = None, transform: Transform | None = None,
-                 columns: Sequence[str] | None = None) -> None:
-        super().__init__(rows, root, target, image_size, transform, columns)
+                 columns: Sequence[str] | None = None, labels: str | None = None) -> None:
+        self.labels = labels
+        super().__init__(rows, root, resolve_target(target, labels), image_size, transform, columns)
 
     def _describe(self, row: dict) -> str:
         return f"{row.get('distorted_path', '')!r}"
@@ -220,11 +255,14 @@ class PreferencePairsDataset(_ImageRowsDataset):
         rows: pairs rows, as read by :func:`load_pairs`.
         root: the dataset folder the row paths are relative to.
         target: the label copied to ``target``: ``"soft_label"`` (default), ``"soft_label/<task>"`` or
-            ``"majority_label"``.
+            ``"majority_label"`` (with a label set's suffix, e.g. ``"soft_label@soft"``, for the others).
+            Pairs where it is NaN are dropped (one warning).
         image_size: as for :class:`MachineQualityDataset`.
         transform: applied as ``transform(reference, a, b)`` before resizing.
         kind: keep only pairs of this kind (or these kinds): ``"psnr_matched"``, ``"roi_vs_background"``.
         columns: the columns of the whole pairs file.
+        labels: the label set of ``target`` and of the ``soft_label`` / ``majority_label`` items
+            (``"soft"``: ``soft_label@soft``, ...); None (default): ``target`` as given, items discrete.
 
     Items: ``reference``, ``a``, ``b`` (3,H,W) float in [0,1]; ``soft_label`` (share of task models for
     which A keeps more of the reference than B), ``majority_label`` (1, 0 or 0.5 for a tie) and
@@ -238,8 +276,12 @@ class PreferencePairsDataset(_ImageRowsDataset):
 
     def __init__(self, rows: Sequence[dict], root: str | os.PathLike, target: str = "soft_label",
                  image_size: int | None = None, transform: Transform | None = None,
-                 kind: str | Sequence[str] | None = None, columns: Sequence[str] | None = None) -> None:
+                 kind: str | Sequence[str] | None = None, columns: Sequence[str] | None = None,
+                 labels: str | None = None) -> None:
         rows = list(rows)
+        self.labels = labels
+        self.soft_column = resolve_pair_target("soft_label", labels)
+        self.majority_column = resolve_pair_target("majority_label", labels)
         if kind is not None:
             kinds = {kind} if isinstance(kind, str) else set(kind)
             known = set(PAIR_KINDS) | {str(row.get("kind", "")) for row in rows}
@@ -248,7 +290,7 @@ class PreferencePairsDataset(_ImageRowsDataset):
                 raise ValueError(f"Unknown pair kind(s) {unknown}; pair kinds are {sorted(known)}.")
             rows = [row for row in rows if row.get("kind") in kinds]
         self.kind = kind
-        super().__init__(rows, root, target, image_size, transform, columns)
+        super().__init__(rows, root, resolve_pair_target(target, labels), image_size, transform, columns)
 
     def _describe(self, row: dict) -> str:
         return f"pair {row.get('pair_id', '')!r}"
@@ -257,8 +299,8 @@ class PreferencePairsDataset(_ImageRowsDataset):
         row = self.rows[index]
         item = self._images(row)
         item.update({
-            "soft_label": torch.tensor(float(row["soft_label"]), dtype=torch.float32),
-            "majority_label": torch.tensor(float(row["majority_label"]), dtype=torch.float32),
+            "soft_label": torch.tensor(float(row[self.soft_column]), dtype=torch.float32),
+            "majority_label": torch.tensor(float(row[self.majority_column]), dtype=torch.float32),
             "target": torch.tensor(float(row[self.target]), dtype=torch.float32),
             "index": int(index),
             "pair_id": _text(row["pair_id"]),
@@ -362,6 +404,7 @@ class _PhotoSplitDataModule(L.LightningDataModule):
             raise ValueError(f"Rows of {str(self.root)!r} name {len(strays)} photo(s) that its {MANIFEST_FILE} lacks "
                              f"(first: {strays[:3]}); were the pairs built from another dataset? Rerun "
                              "`mlclipsim build-pairs` on this folder.")
+        rows = drop_nan_targets(rows, self.target, "pairs" if "pair_id" in columns else "manifest rows")
         by_split: dict[str, list[dict]] = {name: [] for name in SPLITS}
         for row in rows:
             by_split[split_of[str(row["photo"])]].append(row)
@@ -409,17 +452,20 @@ class MachineQualityDataModule(_PhotoSplitDataModule):
     so every crop and distorted image of a photo is in one split; the same root, split and seed give
     the same photos as :class:`PreferencePairsDataModule`. ``photos_of("test")`` names the held-out
     photos. ``train_transform`` applies to the train split only. ``kind`` is accepted for a signature
-    common with :class:`PreferencePairsDataModule` and must be None here.
+    common with :class:`PreferencePairsDataModule` and must be None here. ``labels`` picks the label set
+    ``target`` is read in (``target="detection", labels="soft"``: ``mmos_soft/detection``; see
+    :class:`MachineQualityDataset`); rows whose target is NaN are dropped before the split, with one warning.
     """
 
     def __init__(self, root: str | os.PathLike, target: str = "mmos", image_size: int | None = None,
                  batch_size: int = 8, num_workers: int = 0, split: Sequence[float] = (0.7, 0.15, 0.15),
                  seed: int = 0, kind: str | None = None, predict_split: str = "test",
-                 train_transform: Transform | None = None) -> None:
+                 train_transform: Transform | None = None, labels: str | None = None) -> None:
         if kind is not None:
             raise ValueError("kind filters preference pairs; use PreferencePairsDataModule, or kind=None.")
-        super().__init__(root, target, image_size, batch_size, num_workers, split, seed, predict_split,
-                         train_transform)
+        super().__init__(root, resolve_target(target, labels), image_size, batch_size, num_workers, split, seed,
+                         predict_split, train_transform)
+        self.labels = labels
         self.save_hyperparameters(ignore=["train_transform"])
 
     def _load(self, manifest_rows: list[dict], manifest_columns: list[str]) -> tuple[list[dict], list[str]]:
@@ -436,16 +482,18 @@ class PreferencePairsDataModule(_PhotoSplitDataModule):
     manifest exactly as :class:`MachineQualityDataModule` makes it, so a pair lands in the split where
     the images of its photo are (a photo without pairs still takes its place in the shuffle). A pair
     whose photo is not in the manifest is an error (pairs from another dataset). ``kind`` keeps only
-    pairs of that kind; ``target`` picks the label copied to ``target`` (default ``soft_label``).
+    pairs of that kind; ``target`` picks the label copied to ``target`` (default ``soft_label``) and
+    ``labels`` its label set (``"soft"``: ``soft_label@soft``; see :class:`PreferencePairsDataset`).
     """
 
     def __init__(self, root: str | os.PathLike, target: str = "soft_label", image_size: int | None = None,
                  batch_size: int = 8, num_workers: int = 0, split: Sequence[float] = (0.7, 0.15, 0.15),
                  seed: int = 0, kind: str | Sequence[str] | None = None, predict_split: str = "test",
-                 train_transform: Transform | None = None) -> None:
-        super().__init__(root, target, image_size, batch_size, num_workers, split, seed, predict_split,
-                         train_transform)
+                 train_transform: Transform | None = None, labels: str | None = None) -> None:
+        super().__init__(root, resolve_pair_target(target, labels), image_size, batch_size, num_workers, split,
+                         seed, predict_split, train_transform)
         self.kind = kind
+        self.labels = labels
         self.save_hyperparameters(ignore=["train_transform"])
 
     def _load(self, manifest_rows: list[dict], manifest_columns: list[str]) -> tuple[list[dict], list[str]]:
@@ -453,4 +501,4 @@ class PreferencePairsDataModule(_PhotoSplitDataModule):
 
     def _dataset(self, rows: list[dict], columns: list[str], transform: Transform | None) -> Dataset:
         return PreferencePairsDataset(rows, self.root, self.target, self.image_size, transform, kind=self.kind,
-                                      columns=columns)
+                                      columns=columns, labels=self.labels)

@@ -19,20 +19,25 @@ patch encoder trains end to end and cannot be cached): views, crops and flips in
 
 The split is the one of :class:`~mlclipsim.data.datamodules.MachineQualityDataModule` with the same
 ``split`` and ``seed`` (by photo), so train, val and test photos equal those of the evaluation benchmark.
-Targets: head ``task/consistency`` reads the manifest column ``mmos/<task>`` (the mean consistency
-of the task's models); ``accuracy`` and ``composite`` read ``accuracy/<task>`` and ``composite/<task>``,
-which the offline data engine does not write (it has no ground-truth annotations). The clean references
-join each split with label 1 (``include_references``, default on): a task model's output on the reference
-agrees with itself, so consistency is exactly 1 there, and without them the model never sees the top of
-its scale (the dataset holds distorted images only).
+Targets: head ``task/consistency`` reads the task's label in the chosen label set (``labels``,
+:data:`~mlclipsim.data.manifest.LABEL_SETS`): ``mmos/<task>`` (default ``"discrete"``: the mean
+consistency of the task's models) or ``mmos_soft/<task>`` (``"soft"``: the continuous one; rows where
+it is NaN, a task that does not apply, are left out with one warning); ``accuracy`` and ``composite``
+read ``accuracy/<task>`` and ``composite/<task>``, which the offline data engine does not write (it
+has no ground-truth annotations). The clean references join each split with label 1
+(``include_references``, default on): a task model's output on the reference agrees with itself, so
+consistency is exactly 1 there, and without them the model never sees the top of its scale (the
+dataset holds distorted images only); NaN where the label is NaN on every image of the reference.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +47,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from mlclipsim.core.images import read_image
 from mlclipsim.data.datamodules import MachineQualityDataModule, load_manifest
+from mlclipsim.data.manifest import DEFAULT_LABELS, label_column, label_set, parse_label_column
 from mlclipsim.machine.labelling import run_labelling
 from mlclipsim.models.ra_miqa import (
     build_frozen_stage,
@@ -55,6 +61,7 @@ from mlclipsim.models.ra_miqa import (
     parse_heads,
     train_view_size,
 )
+from mlclipsim.training.ra_miqa_negatives import NegativesConfig, NegativeSet, negative_targets, prepare_negatives
 
 CACHE_INFO = "cache_info.json"
 FROZEN_KEYS = ("patch_encoder", "patch_layers", "region_encoder", "region_layer", "grid_stride", "pretrained",
@@ -62,13 +69,18 @@ FROZEN_KEYS = ("patch_encoder", "patch_layers", "region_encoder", "region_layer"
 """Model options that decide the frozen features (the ``encoder`` section of a training config)."""
 
 REFERENCE_SUFFIX = "__reference"
-TARGET_COLUMNS = {"consistency": "mmos/{task}", "accuracy": "accuracy/{task}", "composite": "composite/{task}"}
+TARGET_COLUMNS = {"consistency": None, "accuracy": "accuracy/{task}", "composite": "composite/{task}"}
+"""Per head target, the manifest column (None: the task's label of the chosen label set, :func:`target_column`)."""
 
 
-def target_column(head: str) -> str:
-    """Manifest column that labels a head: ``detection/consistency`` -> ``mmos/detection``."""
+def target_column(head: str, labels: str = DEFAULT_LABELS) -> str:
+    """Manifest column that labels a head in the label set ``labels``: ``detection/consistency`` ->
+    ``mmos/detection`` (``"discrete"``) or ``mmos_soft/detection`` (``"soft"``); ``accuracy`` and
+    ``composite`` heads read ``accuracy/<task>`` / ``composite/<task>`` whatever the label set."""
+    label_set(labels)  # an unknown label set fails here, with the closest name
     task, target = parse_heads(head)[0].split("/")
-    return TARGET_COLUMNS[target].format(task=task)
+    column = TARGET_COLUMNS[target]
+    return label_column(labels, task=task) if column is None else column.format(task=task)
 
 
 def frozen_spec(encoder: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -197,6 +209,24 @@ def load_cached(folder: str | os.PathLike, paths: Sequence[str]) -> tuple[torch.
     return torch.from_numpy(patch), torch.from_numpy(region)
 
 
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def reference_rows(rows: Sequence[dict], targets: Sequence[str]) -> list[dict]:
+    """One row per clean reference of ``rows`` with label 1 for each target (a model's output on the
+    reference agrees with itself), or NaN where the label is NaN on every distorted image of that
+    reference (a continuous label whose task does not apply there, e.g. no box on the reference)."""
+    by_reference: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_reference[str(row["reference_path"])].append(row)
+    out = []
+    for path, group in sorted(by_reference.items()):
+        labels = {c: 1.0 if any(not _is_nan(r[c]) for r in group) else math.nan for c in targets}
+        out.append({**group[-1], "distorted_path": path, "distortion": "none", "mode": "reference", **labels})
+    return out
+
+
 # ------------------------------------------------------------------------------------------ datasets
 
 
@@ -280,6 +310,8 @@ class RAMIQADataModule(L.LightningDataModule):
         root: the dataset folder (``manifest.csv`` + images, from ``mlclipsim build-dataset``).
         heads: the model's heads; each reads :func:`target_column` unless ``targets`` names the columns.
         targets: manifest columns, one per head (e.g. ``consistency/centernet``), overriding the default.
+        labels: the label set the consistency heads read (``"discrete"``, default: ``mmos/<task>``;
+            ``"soft"``: ``mmos_soft/<task>``). Rows where a target is NaN are dropped (one warning).
         encoder: the frozen-feature settings (:data:`FROZEN_KEYS`; linked from the model in the CLI).
         cache_dir: where :func:`cache_features` keeps the features (``prepare_data`` fills it).
         split, seed: photo split fractions and seed (default: the benchmark's 0.6/0.1/0.3, seed 0).
@@ -292,6 +324,10 @@ class RAMIQADataModule(L.LightningDataModule):
             anchored; only for consistency targets.
         splits: the splits to cache and load (default all three; e.g. ``[train, val]`` when the test photos
             are scored elsewhere, from the image files).
+        negatives: hard negatives added to the training split
+            (:class:`~mlclipsim.training.ra_miqa_negatives.NegativesConfig`, e.g. ``{kinds: [flat_grey, carpet],
+            count: 256}``): made, labelled by the task models and encoded once (``prepare_data``), kept under
+            ``cache_dir``; their rows are ``rows["negatives"]``. None (default): none.
     """
 
     def __init__(self, root: str = "outputs/dataset", heads: Sequence[str] = ("detection/consistency",),
@@ -299,14 +335,16 @@ class RAMIQADataModule(L.LightningDataModule):
                  cache_dir: str = "outputs/ra_miqa_cache", split: Sequence[float] = (0.6, 0.1, 0.3), seed: int = 0,
                  batch_size: int = 32, num_workers: int = 0, flip: bool = True, crop: bool = True,
                  from_images: bool = False, cache_processes: int = 1, threads: int = 1,
-                 splits: Sequence[str] = ("train", "val", "test"), include_references: bool = True) -> None:
+                 splits: Sequence[str] = ("train", "val", "test"), include_references: bool = True,
+                 labels: str = DEFAULT_LABELS, negatives: dict | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         self.heads = parse_heads(heads)
         if targets is not None and len(targets) != len(self.heads):
             raise ValueError(f"targets names {len(targets)} column(s) for {len(self.heads)} head(s); "
                              "give one per head.")
-        self.targets = list(targets) if targets is not None else [target_column(h) for h in self.heads]
+        self.labels = label_set(labels).name
+        self.targets = list(targets) if targets is not None else [target_column(h, labels) for h in self.heads]
         self.spec = frozen_spec(encoder)
         self.cache_dir, self.split, self.seed = cache_dir, tuple(split), seed
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -317,7 +355,8 @@ class RAMIQADataModule(L.LightningDataModule):
             raise ValueError(f"splits must include 'train' and name only train, val, test; got {list(splits)}.")
         self.splits = tuple(splits)
         self.include_references = include_references
-        if include_references and not all(c == "mmos" or c.startswith(("mmos/", "consistency/")) for c in self.targets):
+        self.negatives = NegativesConfig.parse(negatives)
+        if include_references and not all(parse_label_column(c) is not None for c in self.targets):
             raise ValueError(f"include_references gives clean references the label 1, which holds for consistency "
                              f"targets only, not for {self.targets}; set include_references: false.")
         self.grid = self.spec["view_size"] // self.spec["grid_stride"]
@@ -335,6 +374,14 @@ class RAMIQADataModule(L.LightningDataModule):
             chosen = [photo for name in self.splits for photo in photos[name]]
             cache_features(self.root, self.spec, self.cache_dir, photos=chosen, processes=self.cache_processes,
                            threads=self.threads)
+        if self.negatives is not None:
+            self._negative_set(load_manifest(self.root)[0])
+
+    def _negative_set(self, rows: Sequence[dict]) -> NegativeSet:
+        """The hard negatives of the training photos' references (made and labelled on first use)."""
+        train = set(self.split_photos()["train"])
+        return prepare_negatives(self.root, [r for r in rows if str(r["photo"]) in train], self.negatives,
+                                 self.cache_dir, None if self.from_images else self.spec)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -348,15 +395,18 @@ class RAMIQADataModule(L.LightningDataModule):
                              "consistency only: accuracy and composite heads need ground-truth annotations.")
         self.photos = self.split_photos()
         folder = None if self.from_images else cache_folder(self.cache_dir, self.spec, self.root)
+        dropped: dict[str, int] = {}
         for name, photos in self.photos.items():
             if name not in self.splits:
                 continue
             chosen = set(photos)
             split_rows = [r for r in rows if str(r["photo"]) in chosen]
             if self.include_references:
-                references = {str(r["reference_path"]): r for r in split_rows}
-                split_rows = split_rows + [{**r, "distorted_path": path, "distortion": "none", "mode": "reference",
-                                            **{c: 1.0 for c in self.targets}} for path, r in sorted(references.items())]
+                split_rows = split_rows + reference_rows(split_rows, self.targets)
+            kept = [r for r in split_rows if not any(_is_nan(r[c]) for c in self.targets)]
+            if len(kept) < len(split_rows):
+                dropped[name] = len(split_rows) - len(kept)
+            split_rows = kept
             self.rows[name] = split_rows
             targets = torch.tensor([[float(r[c]) for c in self.targets] for r in split_rows],
                                    dtype=torch.float32).reshape(len(split_rows), len(self.targets))
@@ -370,6 +420,22 @@ class RAMIQADataModule(L.LightningDataModule):
                 patch, region = load_cached(folder, paths)
                 self.datasets[name] = CachedFeatureDataset(patch, region, targets, self.grid, train, self.flip,
                                                            self.crop)
+
+        if self.negatives is not None and "train" in self.datasets:
+            negatives = self._negative_set(rows)
+            self.rows["negatives"], targets, index = negative_targets(negatives, self.targets)
+            paths = [str(r["distorted_path"]) for r in self.rows["negatives"]]
+            extra = (ImageViewDataset(negatives.folder, paths, targets, self.spec["view"], self.spec["view_size"],
+                                      self.spec["train_view_size"], True, self.flip, self.crop) if self.from_images
+                     else CachedFeatureDataset(negatives.patch[index], negatives.region[index], targets, self.grid,
+                                               True, self.flip, self.crop))
+            self.datasets["train"] = ConcatDataset([self.datasets["train"], extra])
+
+        if dropped:
+            warnings.warn(f"Dropped {sum(dropped.values())} rows whose target ({', '.join(self.targets)}) is NaN "
+                          f"({', '.join(f'{k} {v}' for k, v in dropped.items())}): the label is undefined there (a "
+                          "continuous label whose task does not apply, e.g. detection where the detectors find "
+                          "nothing on the clean reference).", UserWarning, stacklevel=2)
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
         self.setup()
