@@ -101,7 +101,8 @@ class RAMIQA(Metric):
         """Plot one value or a sequence of values (from ``forward`` or ``compute``; None: ``compute()``).
 
         Returns matplotlib's figure and axes (``ax``: draw into these axes instead). Needs matplotlib.
-        The axis is not bounded: predictions are on the training labels' scale and are not clipped.
+        The axis is not fixed: predictions are on the training labels' scale, in (0, 1) for a bounded
+        model and unclipped for heads trained before that option.
         """
         return self._plot(val, ax)
 

@@ -46,6 +46,15 @@ the task models themselves stretch their input: nothing is cropped away, so dama
 the background is seen, and a codec loss reaches every pixel. ``"center_crop"`` (the paper's): short
 side to ``train_view_size`` (288), centre ``view_size`` crop; training takes random ``view_size``
 crops of the 288 view.
+
+Bounded output (``bounded``, default on for new models): each head's output goes through a sigmoid,
+so a predicted quality lies in (0, 1) whatever the input: no prediction can exceed 1, the label of a
+clean photo (its consistency with itself), however a codec or an attack pushes it. (That a flat or
+adversarial image scores below the clean photos themselves is what the hard negatives and adversarial
+examples of :mod:`mlclipsim.training.ra_miqa_negatives` train for, and
+``benchmarks/ra_miqa_robustness.py`` measures.) The sigmoid is monotone, so rankings are the raw
+head's; signed-gradient attacks see the same gradient signs. Files written before the option have
+unbounded heads and load unchanged (:meth:`RAMIQAModel.from_file` reads a missing ``bounded`` as False).
 """
 
 from __future__ import annotations
@@ -311,13 +320,16 @@ def _head_key(head: str) -> str:
 
 class _HeadsMixin(nn.Module):
     heads: tuple[str, ...]
+    bounded: bool = False
+    """Sigmoid on every head's output (a quality in (0, 1)); set by :func:`build_net` from the config."""
 
     def _make_heads(self, heads: Sequence[str], in_dim: int, dim: int) -> None:
         self.heads = tuple(heads)
         self.head_modules = nn.ModuleDict({_head_key(h): make_head(in_dim, dim) for h in self.heads})
 
     def _apply_heads(self, pooled: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.head_modules[_head_key(h)](pooled) for h in self.heads], dim=1)
+        out = torch.cat([self.head_modules[_head_key(h)](pooled) for h in self.heads], dim=1)
+        return out.sigmoid() if self.bounded else out
 
 
 class Block(nn.Module):
@@ -503,7 +515,7 @@ def model_config(**overrides: Any) -> dict[str, Any]:
                   patch_layers=list(DEFAULT_PATCH_LAYERS), region_encoder=DEFAULT_PATCH_ENCODER,
                   region_layer=DEFAULT_REGION_LAYER, region_pool="attention", dim=32, depth=1, num_heads=4,
                   mlp_ratio=4.0, dropout=0.1, view="resize", view_size=224, train_view_size=None, grid_stride=32,
-                  pretrained=None, region_pretrained=None, vit_options=None)
+                  pretrained=None, region_pretrained=None, vit_options=None, bounded=True)
     unknown = sorted(set(overrides) - set(config))
     if unknown:
         raise TypeError(f"Unknown RA-MIQA option(s) {unknown}; options are {sorted(config)}.")
@@ -548,7 +560,15 @@ def probe_dims(config: Mapping[str, Any], stage: FrozenStage | None = None) -> F
 
 def build_net(config: Mapping[str, Any], dims: FeatureDims, allow_download: bool | None = None,
               pretrained: Any = "config") -> nn.Module:
-    """The trainable network of a config (hybrid Transformer, CNN regressor or timm ViT)."""
+    """The trainable network of a config (hybrid Transformer, CNN regressor or timm ViT); its heads are
+    bounded to (0, 1) by a sigmoid when ``config["bounded"]`` (absent: unbounded, the files made before)."""
+    net = _build_net(config, dims, allow_download, pretrained)
+    net.bounded = bool(config.get("bounded", False))
+    return net
+
+
+def _build_net(config: Mapping[str, Any], dims: FeatureDims, allow_download: bool | None,
+               pretrained: Any) -> _HeadsMixin:
     heads, architecture = config["heads"], config["architecture"]
     use_region = architecture == "ra-miqa"
     if str(config["patch_encoder"]).startswith(TIMM_PREFIX):
@@ -577,6 +597,8 @@ class RAMIQAModel(nn.Module):
         grid_stride: the hybrid's patch grid is view_size / grid_stride per side (32: 7 x 7 at 224).
         pretrained, region_pretrained: encoder weights (tag, path, None = the encoder's default, "random").
         vit_options: extra ``timm.create_model`` arguments (e.g. ``depth`` for a small test ViT).
+        bounded: a sigmoid on every head, so each prediction lies in (0, 1) (default True; files written
+            before this option load unbounded, as they were trained).
         allow_download: allow upstream downloads of encoder weights (default: unless MLCLIPSIM_OFFLINE=1).
 
     Trained models are saved with :meth:`save` (config + trainable weights; the frozen encoders load
@@ -626,9 +648,12 @@ class RAMIQAModel(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, allow_download: bool | None = None, **overrides: Any) -> RAMIQAModel:
-        """Load a file written by :meth:`save`; ``overrides`` replace config entries (e.g. ``pretrained``)."""
+        """Load a file written by :meth:`save`; ``overrides`` replace config entries (e.g. ``pretrained``).
+
+        A file without ``bounded`` in its config predates the option: its heads were trained unbounded
+        and load so (the shipped heads of ``mlclipsim/weights/ra_miqa`` among them)."""
         record = read_trained(path)
-        config = {**record["config"], **overrides}
+        config = {"bounded": False, **record["config"], **overrides}
         model = cls(allow_download=allow_download, **config)
         state = {k: v.float() if torch.is_floating_point(v) else v for k, v in record["state_dict"].items()}
         try:

@@ -6,6 +6,12 @@ Validation logs ``val/loss`` and ``val/srcc`` (Spearman correlation per head on 
 mean over heads; torchmetrics syncs it across DDP processes). :meth:`RAMIQAModule.export` writes the
 trained network as an RA-MIQA file that :class:`~mlclipsim.models.ra_miqa.RAMIQAModel.from_file`
 and the metric load.
+
+Robustness (:mod:`mlclipsim.training.ra_miqa_negatives`): heads are bounded to (0, 1) by default
+(``bounded``); ``adversarial`` (e.g. ``{eps: 0.0157, steps: 3, every: 1, count: 32}``) adds, from epoch
+``start_epoch`` on, PGD examples of the current network on training images, labelled by the task
+models, as extra rows of every training batch (logged as ``adversarial/*``). Hard negatives are an
+option of the DataModule (``data.negatives``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from mlclipsim.models.ra_miqa import (
     probe_dims,
     save_trained,
 )
+from mlclipsim.training.ra_miqa_negatives import AdversarialConfig, AdversarialExamples
 
 
 class RAMIQAModule(L.LightningModule):
@@ -44,17 +51,22 @@ class RAMIQAModule(L.LightningModule):
         lr, weight_decay, warmup_epochs: AdamW and the warm-up + cosine schedule.
         from_images: train from image batches (``{"images", "target"}``) through the frozen encoders
             (required for a timm ViT patch encoder); else from cached features (``{"patch", "region", "target"}``).
+        bounded: a sigmoid on every head (predictions in (0, 1)); default True.
+        adversarial: adversarial training (:class:`~mlclipsim.training.ra_miqa_negatives.AdversarialConfig`:
+            ``eps``, ``steps``, ``every``, ``count``, ``fraction``, ...); None (default) trains without. Needs a
+            :class:`~mlclipsim.training.ra_miqa_data.RAMIQADataModule` (the images come from its training split).
     """
 
     def __init__(self, heads: Sequence[str] = ("detection/consistency",), architecture: str = "ra-miqa",
                  encoder: dict | None = None, region_pool: str = "attention", dim: int = 32, depth: int = 1,
                  num_heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1, lr: float = 1e-4,
-                 weight_decay: float = 1e-4, warmup_epochs: float = 1.0, from_images: bool = False) -> None:
+                 weight_decay: float = 1e-4, warmup_epochs: float = 1.0, from_images: bool = False,
+                 bounded: bool = True, adversarial: dict | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.config = model_config(heads=list(heads), architecture=architecture, region_pool=region_pool, dim=dim,
                                    depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout,
-                                   **dict(encoder or {}))
+                                   bounded=bounded, **dict(encoder or {}))
         timm = str(self.config["patch_encoder"]).startswith(TIMM_PREFIX)
         if timm and not from_images:
             raise ValueError("A timm ViT patch encoder is trained end to end and cannot use cached features: set "
@@ -66,6 +78,8 @@ class RAMIQAModule(L.LightningModule):
         else:
             self.net = build_net(self.config, probe_dims(self.config))
         self.heads = tuple(self.config["heads"])
+        parsed = AdversarialConfig.parse(adversarial)
+        self.adversarial = None if parsed is None else AdversarialExamples(parsed)
         self.val_srcc = nn.ModuleList([SpearmanCorrCoef() for _ in self.heads])
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -79,7 +93,17 @@ class RAMIQAModule(L.LightningModule):
             features = FrozenFeatures(batch["patch"].float(), batch["region"].float())
         return self.net(features)
 
+    def on_train_epoch_start(self) -> None:
+        if self.adversarial is None or not self.adversarial.due(self.current_epoch):
+            return
+        stats = self.adversarial.refresh(self.net, self.config, self.trainer.datamodule, self.current_epoch,
+                                         frozen=self.frozen, from_images=self.frozen is not None)
+        for name, value in stats.items():
+            self.log(f"adversarial/{name}", value, batch_size=1)
+
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.adversarial is not None:
+            batch = self.adversarial.mix(batch)
         loss = F.mse_loss(self(batch), batch["target"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
         return loss

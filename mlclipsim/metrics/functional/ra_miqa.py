@@ -111,8 +111,9 @@ def ra_miqa(images: torch.Tensor, task: str = "detection", target: str = "consis
         model: an already built :class:`RAMIQAModel` (then ``weights`` is ignored).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` for the (N,) per-image scores.
 
-    Predictions are on the scale of the training labels (mean consistency of the task's models,
-    nominally [0,1]) and are not clipped.
+    Predictions are on the scale of the training labels (mean consistency of the task's models, [0, 1]):
+    in (0, 1) for a bounded model (a sigmoid on each head, the default for new models), unclipped for the
+    heads trained before that option (``model.config["bounded"]`` says which).
     """
     head = head_name(task, target)
     if model is None:
