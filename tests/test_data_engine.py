@@ -126,6 +126,14 @@ def test_pairs_are_psnr_matched_and_labelled(photos, tmp_path):
     assert mirrored and all(r["a_roi_severity"] < r["b_roi_severity"] for r in mirrored)
     assert (out / "pairs.csv").read_text() == (build_pairs(PairsConfig(dataset=out, pairs_per_reference=2)) and
                                                 (out / "pairs.csv").read_text())
+    # a pair image lost since (an interrupted run, a deleted file) redoes its reference's part, identically
+    before = (out / "pairs.csv").read_text()
+    (out / matched[0]["a_path"]).unlink()
+    assert build_pairs(PairsConfig(dataset=out, pairs_per_reference=2))["references_processed_this_run"] == 1
+    assert (out / matched[0]["a_path"]).is_file() and (out / "pairs.csv").read_text() == before
+    # resuming with other settings would mix two designs in one pairs.csv: refused, naming the difference
+    with pytest.raises(ValueError, match=r"pairs_per_reference: 2 -> 3.*delete"):
+        build_pairs(PairsConfig(dataset=out, pairs_per_reference=3))
     # calibration end to end (both photos for training: two photos are too few to hold one out)
     weights_file = tmp_path / "weights.json"
     assert main(["calibrate", "--dataset", str(out), "--backbone", "torchvision/mobilenet_v2", "--split", "1", "0",

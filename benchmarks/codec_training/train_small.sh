@@ -45,6 +45,9 @@ chain() {  # every other lambda of the ladder, from index $1; each lambda for ev
   done
 }
 mkdir -p runs
-chain 0 &
-[ ${#LADDER[@]} -gt 1 ] && chain 1 &
-wait
+chain 0 & pids=($!)
+if [ ${#LADDER[@]} -gt 1 ]; then chain 1 & pids+=($!); fi
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done  # a bare `wait` would return 0 after a failure
+[ $status -eq 0 ] || echo "a training failed: see runs/<recipe>.lambda_<l>.log" >&2
+exit $status

@@ -275,7 +275,8 @@ def build_pairs(config: PairsConfig) -> dict:
     start = time.perf_counter()
     references = sorted({r["reference_id"] for r in read_rows(config.dataset / "manifest.csv")})
     parts = config.dataset / "pair_parts"
-    pending = [ref for ref in references if not _part_done(parts / f"{ref}.csv", config.label_sets)]
+    check_settings(config, parts)
+    pending = [ref for ref in references if not _part_done(parts / f"{ref}.csv", config.label_sets, config.dataset)]
     run_labelling(PairsLabeller, config, pending, config.processes, config.threads)
     rows = []
     for part in sorted(parts.glob("*.csv")):
@@ -300,13 +301,41 @@ def build_pairs(config: PairsConfig) -> dict:
     return summary
 
 
-def _part_done(path: Path, label_sets: tuple[str, ...]) -> bool:
+SETTINGS_FILE = "_settings.json"
+RESUME_SETTINGS = ("distortions", "pairs_per_reference", "tol_db", "seed", "include_roi_vs_background")
+
+
+def check_settings(config: PairsConfig, parts: Path) -> None:
+    """Resume only with the settings the existing parts were made with (recorded in
+    ``pair_parts/_settings.json`` when the first run starts); anything else would mix two designs in one
+    pairs.csv without a word. Raises ValueError naming the differences."""
+    wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items() if k in RESUME_SETTINGS}
+    path = parts / SETTINGS_FILE
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        changed = {k: (recorded.get(k), wanted[k]) for k in RESUME_SETTINGS if recorded.get(k) != wanted[k]}
+        if changed:
+            lines = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(f"{parts} was built with other settings ({lines}). Resume with the recorded settings, or "
+                             f"delete {parts} and {config.dataset / 'pairs'} to rebuild the pairs with the new ones.")
+        return
+    parts.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=2))
+
+
+def _part_done(path: Path, label_sets: tuple[str, ...], dataset: Path | None = None) -> bool:
     """A reference's part exists with the labels of every label set (a part written before the manifest
-    had a label set is redone; its images and predictions are reused). A part without pairs is done."""
+    had a label set is redone; its images and predictions are reused) and, given the dataset folder, every
+    image its PSNR-matched pairs name exists (else it is redone). A part without pairs is done."""
     if not path.is_file():
         return False
     header = set(read_header(path))
-    return "soft_label" not in header or {pair_label_column(labels) for labels in label_sets} <= header
+    if "soft_label" in header and not {pair_label_column(labels) for labels in label_sets} <= header:
+        return False
+    if dataset is not None and "soft_label" in header:
+        rows = [r for r in read_rows(path) if r["kind"] == "psnr_matched"]
+        return all((dataset / r[side]).is_file() for r in rows for side in ("a_path", "b_path"))
+    return True
 
 
 def pair_columns(rows: list[dict]) -> list[str]:
