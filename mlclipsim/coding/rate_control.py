@@ -40,6 +40,13 @@ constrain this codec (the command line warns).
 :class:`RateControlledCodec` (registry name ``BASE@mlclipsim``) puts this behind the codec
 interface: its operating points are targets, so the rate-task study draws its curve like any codec's.
 Without a scorer or backbone it uses ML-CLIPSim's default encoder (the best installed one offline).
+
+**Equal-slope allocation** (:func:`allocate_slope`, registry name ``BASE@mlclipsim-slope``, operating
+points = slopes lambda >= 0): instead of one target per image, every image takes the point maximising
+``quality(score) - lambda * bpp`` among at most 5 probes that do not depend on lambda (so one set of
+codings serves every operating point). One lambda for all images spends a total bit budget where the
+predicted quality gained per bit is largest; ``quality`` maps scores to predicted machine agreement (a
+fitted :class:`~mlclipsim.metrics.agreement_scale.AgreementScale`), or is the score itself.
 """
 
 from __future__ import annotations
@@ -116,7 +123,8 @@ class RateControlResult:
     def summary(self) -> dict[str, Any]:
         return {"point": self.point, "bits": self.bits, "score": self.score, "target": self.target,
                 "reached": self.reached, "monotone": self.monotone, "codings": self.codings, "reused": self.reused,
-                "exact": self.exact, "at_lowest": self.at_lowest, "seconds": self.seconds}
+                "exact": self.exact, "at_lowest": self.at_lowest, "seconds": self.seconds,
+                "probes": [e.point for e in self.evaluations]}
 
 
 def check_target(target: Any) -> float:
@@ -369,6 +377,255 @@ def _rate_controlled(base: Codec, **options: Any) -> RateControlledCodec:
     return RateControlledCodec(base, **options)
 
 
+# ----------------------------------------------------------------------------- equal-slope allocation
+
+SLOPE_SPAN: tuple[float, float] = (0.04, 0.9)
+"""Ladder fractions of the first two probes of :func:`allocate_slope` (qualities 5 and 90 of a classic codec)."""
+DEFAULT_SLOPES: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+"""Default operating points of :class:`SlopeControlledCodec`: quality per bit per pixel."""
+
+
+def check_slope(slope: Any) -> float:
+    """A slope (lambda, predicted quality per bit per pixel) >= 0; ValueError otherwise."""
+    if isinstance(slope, bool):
+        raise ValueError(f"A slope is a number >= 0 (quality per bit per pixel), got {slope!r}.")
+    try:
+        value = float(slope)
+    except (TypeError, ValueError):
+        raise ValueError(f"A slope is a number >= 0 (quality per bit per pixel), got {slope!r}.") from None
+    if not math.isfinite(value) or value < 0.0:
+        raise ValueError(f"A slope must be finite and >= 0 (0: the best quality probed), got {slope!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class SlopeResult:
+    """What :func:`allocate_slope` chose for one image at one slope.
+
+    Attributes:
+        point: the chosen operating point; ``bits``, ``bpp``: its file size; ``score``: its ML-CLIPSim
+            score; ``quality``: the predicted quality (``quality(score)``) the allocation maximised.
+        slope: lambda; ``objective``: ``quality - slope * bpp`` of the chosen point (the largest of the probes).
+        monotone: the probes' scores did not fall as the point rose (see :func:`allocate_slope`).
+        evaluations: the probes (the same for every slope), in ladder order.
+        reconstruction: (3,H,W) float32 in [0,1], the decoded chosen file; ``file``: its bytes.
+        codings: probes of the image (at most ``max_codings``); ``reused``: how many came from the memo.
+        seconds: wall time of this call.
+    """
+
+    point: Point
+    bits: int
+    bpp: float
+    score: float
+    quality: float
+    slope: float
+    objective: float
+    monotone: bool
+    evaluations: tuple[Evaluation, ...]
+    reconstruction: torch.Tensor = field(repr=False)
+    file: bytes = field(repr=False)
+    codings: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"point": self.point, "bits": self.bits, "bpp": self.bpp, "score": self.score, "quality": self.quality,
+                "slope": self.slope, "objective": self.objective, "monotone": self.monotone, "codings": self.codings,
+                "reused": self.reused, "seconds": self.seconds, "reached": None,
+                "probes": [e.point for e in self.evaluations]}
+
+
+def _monotone_fit(values: Sequence[float]) -> list[float]:
+    """The closest non-decreasing sequence (least squares; scipy's isotonic regression)."""
+    from scipy.optimize import isotonic_regression
+
+    return [float(v) for v in isotonic_regression(list(values), increasing=True).x]
+
+
+def _next_slope_probe(indices: list[int], log_rates: list[float], qualities: list[float]) -> int | None:
+    """The next ladder index to code, or None when every gap between probes is closed.
+
+    ``indices``: the probes so far, increasing; ``log_rates``, ``qualities``: their log bpp and predicted
+    quality. Both are made non-decreasing over the ladder first (isotonic regression: a non-monotone ladder
+    is read as its closest monotone one). The gap between neighbouring probes with the largest box
+    (rise of log rate x rise of quality; ties: the lower one) is split where a monotone cubic (PCHIP)
+    through the probes' log rates crosses the middle of the gap's log rates.
+    """
+    rates, values = _monotone_fit(log_rates), _monotone_fit(qualities)
+    gaps = [(max(rates[k + 1] - rates[k], 0.0) * max(values[k + 1] - values[k], 0.0), -k)
+            for k in range(len(indices) - 1) if indices[k + 1] - indices[k] >= 2]
+    if not gaps:
+        return None
+    k = -max(gaps)[1]
+    lo, hi = indices[k], indices[k + 1]
+    if rates[k + 1] <= rates[k]:
+        return (lo + hi) // 2
+    from scipy.interpolate import PchipInterpolator
+
+    # PCHIP needs strictly increasing abscissae (the probe indices are) and keeps the fitted rates' monotonicity
+    curve = PchipInterpolator(indices, rates) if len(indices) > 2 else None
+    middle = 0.5 * (rates[k] + rates[k + 1])
+    inside = range(lo + 1, hi)
+    if curve is None:
+        return (lo + hi) // 2
+    return min(inside, key=lambda i: (abs(float(curve(i)) - middle), i))
+
+
+def allocate_slope(codec: Codec, image: torch.Tensor, slope: float, scorer: Any,
+                   ladder: Sequence[Point] | None = None, quality: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   memo: dict | None = None, max_codings: int = MAX_CODINGS,
+                   span: tuple[float, float] = SLOPE_SPAN) -> SlopeResult:
+    """Equal-slope allocation: the probe of ``image`` maximising ``quality(score) - slope * bpp``.
+
+    Across images, choosing each image's point at one common slope lambda maximises the summed predicted
+    quality for the bits spent (a total budget spread by the marginal gain per bit), where one target per
+    image spends whatever each image needs. Each image's choice depends only on itself and the slope.
+
+    **Probes** (the same for every slope, so the codings are shared through ``memo``): the ladder's points
+    at the fractions ``span`` (default: qualities 5 and 90 of a classic codec), then, until ``max_codings``
+    (5) probes are made, a point inside the gap between neighbouring probes whose box (rise in log bpp x
+    rise in predicted quality) is largest, where a monotone (PCHIP) interpolation of log bpp over the ladder
+    crosses the gap's middle. The gaps are measured on the closest non-decreasing fit (isotonic regression)
+    of the probes' log bpp and quality, so a **non-monotone ladder** (a higher quality with a smaller file,
+    or a lower score; AVIF's identical files at neighbouring qualities) never sends the search backwards.
+
+    **Choice**: among the probes, the largest measured ``quality - slope * bpp`` (ties: fewer bits, then the
+    lower point). A point with more bits and no better quality than another probe is never chosen, however
+    the ladder bends, and the chosen bits never rise with the slope (the probes do not depend on it).
+
+    Args:
+        codec, image, scorer, memo: as in :func:`control_rate` (``image`` (3,H,W) or (1,3,H,W) in [0,1]).
+        slope: lambda >= 0, predicted quality per bit per pixel (0: the best quality probed).
+        ladder: the points to probe, lowest rate first (default: ``codec.ladder``).
+        quality: maps scores (N,) to predicted quality (N,), non-decreasing (e.g. an
+            :class:`~mlclipsim.metrics.agreement_scale.AgreementScale`); None: the score itself.
+        max_codings: probes per image (>= 1), shared by every slope.
+        span: ladder fractions (low, high) of the first two probes, 0 <= low <= high <= 1.
+
+    Raises:
+        ValueError: bad slope, ladder, budget, span or image.
+    """
+    started = time.perf_counter()
+    slope = check_slope(slope)
+    if int(max_codings) < 1:
+        raise ValueError(f"max_codings must be at least 1, got {max_codings!r}.")
+    low, high = (float(f) for f in span)
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"span must be ladder fractions 0 <= low <= high <= 1, got {span!r}.")
+    if image.ndim == 3:
+        image = image[None]
+    check_codec_images(image)
+    if image.shape[0] != 1:
+        raise ValueError(f"allocate_slope takes one image, (3,H,W) or (1,3,H,W), got shape {tuple(image.shape)}.")
+    points = [codec.check_point(p) for p in (codec.ladder if ladder is None else ladder)]
+    if not points:
+        raise ValueError("The ladder to probe is empty.")
+    if len(set(map(str, points))) != len(points):
+        raise ValueError(f"The ladder repeats a point: {points}.")
+    cache: dict = {} if memo is None else memo
+    score_fn: Callable[[torch.Tensor], float] | None = cache.get("__score__")
+    if score_fn is None:
+        score_fn = _reference_and_score(scorer, image)
+        cache["__score__"] = score_fn
+    pixels = float(image.shape[-2] * image.shape[-1])
+    new_codings = 0
+
+    def predicted(score: float) -> float:
+        if quality is None:
+            return score
+        return float(torch.as_tensor(quality(torch.tensor([score], dtype=torch.float64))).reshape(-1)[0])
+
+    def evaluate(index: int) -> tuple[Evaluation, torch.Tensor, bytes]:
+        nonlocal new_codings
+        key = ("point", str(points[index]))
+        if key not in cache:
+            coded = codec.code(image, points[index])
+            decoded = coded.reconstructions[:1]
+            cache[key] = (Evaluation(points[index], int(coded.bits[0]), score_fn(decoded)), decoded[0],
+                          coded.files[0])
+            new_codings += 1
+        return cache[key]
+
+    top = len(points) - 1
+    evaluated: dict[int, Evaluation] = {}
+    for index in dict.fromkeys((round(low * top), round(high * top))):
+        if len(evaluated) < max_codings:
+            evaluated[index] = evaluate(index)[0]
+    while len(evaluated) < max_codings:
+        order = sorted(evaluated)
+        index = _next_slope_probe(order, [math.log(max(evaluated[i].bits, 1) / pixels) for i in order],
+                                  [predicted(evaluated[i].score) for i in order])
+        if index is None:
+            break
+        evaluated[index] = evaluate(index)[0]
+    order = sorted(evaluated)
+    values = {i: predicted(evaluated[i].score) for i in order}
+    objective = {i: values[i] - slope * evaluated[i].bits / pixels for i in order}
+    chosen = max(order, key=lambda i: (objective[i], -evaluated[i].bits, -i))
+    scores = [evaluated[i].score for i in order]
+    evaluation, reconstruction, data = evaluate(chosen)
+    return SlopeResult(evaluation.point, evaluation.bits, evaluation.bits / pixels, evaluation.score, values[chosen],
+                       slope, objective[chosen], all(a <= b for a, b in zip(scores, scores[1:])),
+                       tuple(evaluated[i] for i in order), reconstruction, data, len(order),
+                       len(order) - new_codings, time.perf_counter() - started)
+
+
+class SlopeControlledCodec(RateControlledCodec):
+    """``BASE@mlclipsim-slope``: the base codec at, per image, the probe maximising quality - slope * bpp.
+
+    Operating points are slopes lambda >= 0 (default :data:`DEFAULT_SLOPES`; larger: fewer bits), see
+    :func:`allocate_slope`. Every image is probed once (at most ``max_codings`` codings, kept for every
+    slope, up to :data:`MEMO_IMAGES` images); ``details`` report per image the chosen point, its score,
+    predicted quality and objective, the probes and the time taken.
+
+    Args:
+        base, scorer, backbone, pretrained, ladder, scale, max_codings: as in :class:`RateControlledCodec`.
+        slopes: default operating points.
+        quality: scores (N,) -> predicted quality (N,), non-decreasing (e.g. an
+            :class:`~mlclipsim.metrics.agreement_scale.AgreementScale` fitted on training photos); None: the
+            scorer's own scale.
+        span: ladder fractions of the first two probes (default :data:`SLOPE_SPAN`).
+    """
+
+    modifier = "mlclipsim-slope"
+
+    def __init__(self, base: Codec, scorer: Any = None, backbone: str | None = None, pretrained: Any = None,
+                 slopes: Sequence[float] = DEFAULT_SLOPES, ladder: Sequence[Point] | None = None, scale: str = "raw",
+                 quality: Callable[[torch.Tensor], torch.Tensor] | None = None, max_codings: int = MAX_CODINGS,
+                 span: tuple[float, float] = SLOPE_SPAN) -> None:
+        super().__init__(base, scorer=scorer, backbone=backbone, pretrained=pretrained, ladder=ladder, scale=scale,
+                         max_codings=max_codings)
+        self._points = tuple(sorted((check_slope(s) for s in slopes), reverse=True))
+        if not self._points:
+            raise ValueError("Give at least one slope.")
+        self.quality, self.span = quality, (float(span[0]), float(span[1]))
+
+    def parse_point(self, text: str) -> Point:
+        return check_slope(text.strip())
+
+    def check_point(self, point: Point) -> Point:
+        return check_slope(point)
+
+    def rate_order(self, point: Point) -> float:
+        return -float(point)
+
+    def _code(self, images: torch.Tensor, point: Point) -> CodedImages:
+        results = [allocate_slope(self.base, image, float(point), self.scorer, self.search_ladder,
+                                  quality=self.quality, memo=self._memo_for(image), max_codings=self.max_codings,
+                                  span=self.span) for image in images]
+        reconstructions = torch.stack([r.reconstruction for r in results]).to(images.device)
+        return CodedImages(reconstructions, [r.bits for r in results], [r.file for r in results],
+                           tuple(r.summary() for r in results))
+
+
+def _slope_controlled(base: Codec, **options: Any) -> SlopeControlledCodec:
+    return SlopeControlledCodec(base, **options)
+
+
+register_codec_modifier("mlclipsim-slope", _slope_controlled,
+                        "the base codec at, per image, the probe maximising predicted quality - slope x bpp "
+                        "(points = slopes >= 0, larger: fewer bits; at most 5 codings per image, shared by all slopes; "
+                        "quality= maps scores to predicted quality)", overwrite=True)
 register_codec_modifier("mlclipsim", _rate_controlled,
                         "the base codec at, per image, the cheapest quality whose ML-CLIPSim reaches the target "
                         "(points = targets in (0, 1]; scorer=/backbone= optional: default encoder; "

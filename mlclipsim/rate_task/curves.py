@@ -306,7 +306,7 @@ def write_outputs(out: Path, rows: Sequence[dict], codec_points: Mapping[str, Se
     paths by kind."""
     scores = score_columns(task_models)
     base = ["photo", "codec", "point", "height", "width", "bits", "bytes", "bpp", *scores]
-    extra = ["chosen_point", "rc_score", "reached", "rc_monotone", "rc_codings"]
+    extra = ["chosen_point", "rc_score", "reached", "rc_monotone", "rc_codings", "rc_probes"]
     seconds = ["seconds/code", "seconds/metrics", *[f"seconds/{m}" for m in task_models]]
     written = {"rows": str(write_csv(out / "rows.csv", rows, base + extra + seconds))}
     if not rows:

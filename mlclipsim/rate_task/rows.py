@@ -46,7 +46,7 @@ _INT_COLUMNS = frozenset({"height", "width", "bits", "bytes", "rc_codings"})
 _BOOL_COLUMNS = frozenset({"reached", "rc_monotone"})
 
 
-_TEXT_COLUMNS = frozenset({"photo", "codec", "point", "chosen_point"})
+_TEXT_COLUMNS = frozenset({"photo", "codec", "point", "chosen_point", "rc_probes"})
 
 
 def _typed_row(row: dict[str, str]) -> dict[str, Any]:

@@ -197,7 +197,7 @@ def build_codecs(config: RateTaskConfig, scorer: Any = None, device: str | torch
         base, _, modifier = spec.name.partition("@")
         device_option = {"device": device} if base in learned else {}
         if modifier:
-            options: dict[str, Any] = {"search": config.search}
+            options: dict[str, Any] = {"search": config.search} if modifier == "mlclipsim" else {}
             options.update({"scorer": scorer} if scorer is not None else
                            {"backbone": config.backbone, "pretrained": config.pretrained})
             codec = create_codec(spec.name, base_options=device_option, **options)
@@ -335,8 +335,10 @@ class RateTaskWorker:
         if coded.details:
             detail = coded.details[0]
             row.update({"chosen_point": format_point(detail["point"]), "rc_score": detail["score"],
-                        "reached": bool(detail["reached"]), "rc_monotone": bool(detail["monotone"]),
-                        "rc_codings": int(detail["codings"])})
+                        "rc_monotone": bool(detail["monotone"]), "rc_codings": int(detail["codings"]),
+                        "rc_probes": ";".join(format_point(p) for p in detail.get("probes", ()))})
+            if detail.get("reached") is not None:  # equal-slope allocation has no target to reach
+                row["reached"] = bool(detail["reached"])
         seconds = {"seconds/code": t1 - t0, "seconds/metrics": t2 - t1}
         for model in self.models:
             t = time.perf_counter()
