@@ -393,8 +393,8 @@ def import_rows(config: RateTaskConfig, source: str | os.PathLike) -> dict[str, 
     Rows of codecs and points that ``config`` asks for, of photos it selects, holding every task model
     it asks for, are written where the run would cache them, unless already cached; the photos that the
     source found unreadable are marked so too. Raises ValueError if the source was made with another
-    photo size, encoder or rate-control search, or another checkpoint set for a learned codec of the same
-    name (its rows would not apply). Returns ``{"imported": n, "already_cached": n, "not_asked_for": n}``.
+    photo size, encoder or rate-control search, or another checkpoint set (by file names) for a learned codec
+    of the same name (its rows would not apply). Returns ``{"imported": n, "already_cached": n, "not_asked_for": n}``.
     """
     source = Path(source)
     config.out.mkdir(parents=True, exist_ok=True)
@@ -411,9 +411,12 @@ def import_rows(config: RateTaskConfig, source: str | os.PathLike) -> dict[str, 
         if saved.get(key) != current:
             raise ValueError(f"{str(source)!r} was made with {key}={saved.get(key)!r}, this run has {current!r}: its "
                              "rows do not apply.")
+    # checkpoint sets are compared by file name (pattern), not by folder: a clone of the repository elsewhere
+    # (another absolute path) keeps the committed rows
     saved_learned = {f["name"]: list(f["checkpoints"]) for f in saved.get("learned", [])}
     for family in config.learned:
-        if family.name in saved_learned and saved_learned[family.name] != list(family.checkpoints):
+        if family.name in saved_learned and ([Path(c).name for c in saved_learned[family.name]]
+                                             != [Path(c).name for c in family.checkpoints]):
             raise ValueError(f"{str(source)!r} has rows of a learned codec {family.name!r} made from "
                              f"{saved_learned[family.name]}; this run names {list(family.checkpoints)}.")
     codec_points = {name: {format_point(p) for p in points} for name, (_, points) in build_codecs(config).items()}
