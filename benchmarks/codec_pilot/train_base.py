@@ -10,7 +10,9 @@ Loss: bpp + lambda * 255^2 * MSE. ``--lmbda`` with several values trains ONE var
 Resuming: if ``OUT/checkpoint.pth`` exists it is loaded and training continues exactly where it stopped
 (model, Adam, aux Adam, LR scheduler, torch RNG, crop-sampler RNG, level RNG, step, time counters are all in
 it; rows of ``train_log.csv``/``eval_curve.csv`` written after that checkpoint are dropped). Command-line
-options other than ``--max-minutes``/``--ckpt-minutes``/``--eval-minutes`` are taken from the checkpoint.
+options other than ``--max-minutes``/``--ckpt-minutes``/``--eval-minutes`` are taken from the checkpoint,
+except ``--set-lr``, which replaces the schedule's peak learning rate from the resumed step on (a plateau or
+loss spikes at the peak rate) and is recorded in the checkpoint's options.
 The checkpoint is written every ``--ckpt-minutes`` (default 5), at the end, and on SIGTERM/SIGINT, through
 a temporary file + fsync + rename, so a kill never leaves a broken checkpoint. It holds fp32 state dicts only.
 
@@ -149,6 +151,9 @@ def main(argv=None):
     ap.add_argument("--eval-minutes", type=float, default=15.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-steps", type=int, default=None, help="also stop at this step (tests)")
+    ap.add_argument("--set-lr", type=float, default=None,
+                    help="on resume: replace the schedule's peak learning rate (--lr) from this step on; recorded in "
+                         "the checkpoint's options (the one option a resume may change)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     out: Path = a.out
@@ -157,8 +162,11 @@ def main(argv=None):
     ck = torch.load(ck_path, map_location="cpu", weights_only=False) if ck_path.exists() else None
     if ck is not None:  # training options come from the checkpoint, so a resume cannot silently change them
         for k, v in ck["args"].items():
-            if k not in ("max_minutes", "ckpt_minutes", "eval_minutes", "out", "threads", "max_steps"):
+            if k not in ("max_minutes", "ckpt_minutes", "eval_minutes", "out", "threads", "max_steps", "set_lr"):
                 setattr(a, k, v)
+        if a.set_lr is not None:
+            print(f"peak learning rate {a.lr:g} -> {a.set_lr:g} from step {ck['step']}", flush=True)
+            a.lr = a.set_lr
     lmbdas = list(a.lmbda)
     vr = len(lmbdas) > 1
     arch = "mean-gain" if vr else a.arch
@@ -179,6 +187,11 @@ def main(argv=None):
         opt.load_state_dict(ck["optimizer"])
         aopt.load_state_dict(ck["aux_optimizer"])
         sched.load_state_dict(ck["scheduler"])
+        if a.set_lr is not None:  # the schedule's shape is kept, its peak is the new one
+            sched.base_lrs = [a.lr for _ in opt.param_groups]
+            for group in opt.param_groups:
+                group["initial_lr"] = a.lr
+                group["lr"] = a.lr * sched.lr_lambdas[0](sched.last_epoch)
         torch.set_rng_state(ck["torch_rng"])
         sampler.load_state_dict(ck["sampler_rng"])
         level_gen.set_state(ck["level_rng"])
